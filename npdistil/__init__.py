@@ -1,0 +1,44 @@
+"""npdistil: DistilBERT inference in pure NumPy, with the numbers of Hugging Face transformers.
+
+>>> import npdistil
+>>> npdistil.DistilBertConfig().dim
+768
+"""
+
+from .api import DistilBert, load
+from .config import DistilBertConfig
+from .convert import convert_folder
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    HubError,
+    InputError,
+    InputTypeError,
+    IntegrityError,
+    NpdistilError,
+    TextTooLongError,
+    UnsafeCheckpointError,
+)
+from .model import ModelOutput
+from .tokenizer import Batch, Tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load",
+    "DistilBert",
+    "DistilBertConfig",
+    "ModelOutput",
+    "Tokenizer",
+    "Batch",
+    "convert_folder",
+    "NpdistilError",
+    "ConfigError",
+    "CheckpointError",
+    "UnsafeCheckpointError",
+    "IntegrityError",
+    "HubError",
+    "InputError",
+    "InputTypeError",
+    "TextTooLongError",
+]

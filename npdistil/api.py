@@ -1,0 +1,208 @@
+"""The public face of npdistil: ``load`` a model, call it on token ids, run its task heads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import model as M
+from .config import DistilBertConfig
+from .convert import ConvertedFile
+from .errors import InputError, InputTypeError, NpdistilError
+from .layout import Heads
+from .loader import DEFAULT_MODEL, resolve
+from .tokenizer import Tokenizer
+
+__all__ = ["DistilBert", "load"]
+
+
+def load(
+    source: str | os.PathLike[str] = DEFAULT_MODEL,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    hf_cache_dir: str | os.PathLike[str] | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> DistilBert:
+    """Load a DistilBERT model.
+
+    ``source`` is a Hub repository id (``"distilbert-base-cased"``, ``"org/name"``), a local
+    folder laid out like a Hub snapshot (``config.json``, ``model.safetensors`` or
+    ``pytorch_model.bin``, tokenizer files), or an npdistil ``.safetensors`` file. Checkpoints
+    are downloaded (to the Hugging Face cache) and converted (to npdistil's cache) once; later
+    loads memory-map the converted file and make no network request.
+
+    >>> model = load(TINY_FOLDER)  # doctest: +SKIP
+    """
+    return DistilBert(
+        resolve(
+            source,
+            revision=revision,
+            cache_dir=cache_dir,
+            hf_cache_dir=hf_cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+            force_download=force_download,
+        )
+    )
+
+
+class DistilBert:
+    """A loaded DistilBERT: ``model(input_ids, attention_mask)`` runs the encoder.
+
+    Its weights are read-only views of a memory-mapped file; calls keep no state, so one model
+    can serve many threads at once.
+    """
+
+    def __init__(self, converted: ConvertedFile) -> None:
+        self._file = converted
+        self.config: DistilBertConfig = converted.config
+        self._tokenizer = (
+            Tokenizer(converted.tokenizer_json, converted.config.max_position_embeddings,
+                      converted.config.pad_token_id)
+            if converted.tokenizer_json is not None
+            else None
+        )
+
+    def __repr__(self) -> str:
+        c = self.config
+        heads = ", ".join(self.task_heads) or "none"
+        return (
+            f"DistilBert({self.path}, dim={c.dim}, n_layers={c.n_layers}, n_heads={c.n_heads}, "
+            f"vocab_size={c.vocab_size}, heads: {heads})"
+        )
+
+    @property
+    def path(self) -> Path:
+        """The npdistil file the weights are mapped from."""
+        return self._file.path
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """Where the weights came from: repo, revision, commit, file and its sha256."""
+        return dict(self._file.source)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The checkpoint's tokenizer: ``model.tokenizer(texts)`` gives a padded Batch."""
+        if self._tokenizer is None:
+            raise NpdistilError(f"{self.path}: this checkpoint came without a tokenizer")
+        return self._tokenizer
+
+    @property
+    def task_heads(self) -> tuple[str, ...]:
+        """The task heads the checkpoint has (``masked_lm``, ``sequence_classification``, ...)."""
+        return tuple(k for k, v in self._file.heads._asdict().items() if v is not None)
+
+    # ---- the encoder --------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray | None = None,
+        *,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> M.ModelOutput:
+        """Run the encoder on a batch of token ids, as transformers' ``DistilBertModel``.
+
+        ``input_ids`` is [B, T] integers (a 1-D [T] array is taken as one sequence);
+        ``attention_mask`` is [B, T] of 0 and 1, all ones when omitted. Returns float32
+        ``last_hidden_state`` [B, T, D], and on request ``hidden_states`` (embeddings, then
+        every layer) and ``attentions`` ([B, H, T, T] probabilities per layer).
+        """
+        ids, mask = self._check_inputs(input_ids, attention_mask)
+        return M.forward(
+            ids,
+            mask,
+            self._file.weights,
+            self.config,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+
+    def _check_inputs(
+        self, input_ids: Any, attention_mask: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(input_ids)
+        if ids.dtype == object or not (ids.dtype.kind in "iu" or ids.size == 0):
+            raise InputTypeError(f"input_ids must be integers, got dtype {ids.dtype}")
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        if ids.ndim != 2:
+            raise InputError(f"input_ids must be [batch, tokens], got shape {ids.shape}")
+        if ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise InputError(f"input_ids is empty (shape {ids.shape})")
+        c = self.config
+        if ids.shape[1] > c.max_position_embeddings:
+            raise InputError(
+                f"input_ids has {ids.shape[1]} tokens, more than the model's "
+                f"{c.max_position_embeddings} positions (model.encode handles long texts)"
+            )
+        bad = (ids < 0) | (ids >= c.vocab_size)
+        if bad.any():
+            b, t = (int(i) for i in np.argwhere(bad)[0])
+            raise InputError(
+                f"input_ids[{b}, {t}] = {ids[b, t]} is outside the vocabulary [0, {c.vocab_size})"
+            )
+        if attention_mask is None:
+            return ids, np.ones(ids.shape, dtype=np.int64)
+        mask = np.asarray(attention_mask)
+        if mask.ndim == 1:
+            mask = mask[None, :]
+        if mask.shape != ids.shape:
+            raise InputError(f"attention_mask has shape {mask.shape}, input_ids {ids.shape}")
+        if mask.dtype == object or not np.isin(mask, (0, 1)).all():
+            raise InputError("attention_mask must hold only 0 and 1")
+        return ids, mask
+
+    # ---- task heads ---------------------------------------------------------------------------
+
+    def _head(self, kind: str) -> Any:
+        head = getattr(self._file.heads, kind)
+        if head is None:
+            have = ", ".join(self.task_heads) or "none"
+            raise NpdistilError(f"{self.path}: this checkpoint has no {kind} head (heads: {have})")
+        return head
+
+    def masked_lm(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None
+                  ) -> np.ndarray:
+        """Logits over the vocabulary for every token, [B, T, V] (DistilBertForMaskedLM)."""
+        head = self._head("masked_lm")
+        hidden = self(input_ids, attention_mask).last_hidden_state
+        return M.masked_lm_logits(hidden, head, self.config)
+
+    def sequence_classification(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Logits per label for each sequence, [B, L] (DistilBertForSequenceClassification);
+        ``model.config.id2label`` names the labels."""
+        head = self._head("sequence_classification")
+        hidden = self(input_ids, attention_mask).last_hidden_state
+        return M.sequence_classification_logits(hidden, head)
+
+    def token_classification(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Logits per label for every token, [B, T, L] (DistilBertForTokenClassification)."""
+        head = self._head("token_classification")
+        hidden = self(input_ids, attention_mask).last_hidden_state
+        return M.token_classification_logits(hidden, head)
+
+    def question_answering(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end logits for every token, each [B, T] (DistilBertForQuestionAnswering)."""
+        head = self._head("question_answering")
+        hidden = self(input_ids, attention_mask).last_hidden_state
+        return M.question_answering_logits(hidden, head)
+
+    @property
+    def heads(self) -> Heads:
+        """The typed weights of the task heads (None where the checkpoint has none)."""
+        return self._file.heads

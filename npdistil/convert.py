@@ -1,0 +1,179 @@
+"""Hugging Face checkpoint folder -> one self-contained npdistil safetensors file.
+
+The file holds the weights laid out for the NumPy forward pass (see ``layout.py``), and in its
+metadata the config, the tokenizer definition, the task heads, where the weights came from
+(repo, revision, commit, file name and sha256) and the format version. It is written to a
+temporary name and renamed, so no reader ever sees half of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import layout, storage
+from .config import DistilBertConfig
+from .errors import CheckpointError, IntegrityError
+from .model import Weights
+from .tokenizer import tokenizer_definition
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "WEIGHT_FILES",
+    "ConvertedFile",
+    "convert_folder",
+    "find_weights",
+    "open_converted",
+    "sha256_of",
+]
+
+FORMAT = "npdistil"
+FORMAT_VERSION = 1
+# The weight files npdistil reads, in order of preference.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_SHARDED = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def find_weights(folder: Path) -> Path:
+    """The weights file of a checkpoint folder, or a CheckpointError saying what is there."""
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    for name in _SHARDED:
+        if (folder / name).is_file():
+            raise CheckpointError(f"{folder / name}: sharded checkpoints are not supported")
+    present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    raise CheckpointError(
+        f"{folder}: no weights file (looked for {', '.join(WEIGHT_FILES)}; found {present})"
+    )
+
+
+def read_state_dict(path: Path) -> dict[str, np.ndarray]:
+    """A transformers state dict from ``model.safetensors`` or ``pytorch_model.bin``."""
+    if path.suffix == ".safetensors":
+        return storage.read_tensors(path)
+    from .torch_zip import read_torch_zip  # noqa: PLC0415  (TEMP until torch_zip lands)
+
+    return read_torch_zip(path)
+
+
+def convert_folder(
+    folder: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    source: Mapping[str, str] | None = None,
+    expected_sha256: str | None = None,
+) -> Path:
+    """Convert a transformers DistilBERT folder (``config.json``, weights, tokenizer files)
+    into an npdistil file at ``output``; returns ``output``.
+
+    ``source`` (repo, revision, commit) is recorded in the file. With ``expected_sha256``
+    (the Hub's LFS hash), weights whose sha256 differs are refused.
+    """
+    folder, output = Path(folder), Path(output)
+    config = DistilBertConfig.from_json_file(folder / "config.json")
+    weights_path = find_weights(folder)
+    sha256 = sha256_of(weights_path)
+    if expected_sha256 and sha256 != expected_sha256:
+        raise IntegrityError(
+            f"{weights_path}: sha256 is {sha256} but the Hub advertises {expected_sha256} "
+            "(corrupt or tampered download)"
+        )
+    tensors, heads = layout.from_hf_state_dict(
+        read_state_dict(weights_path), config, str(weights_path)
+    )
+    tokenizer_json = tokenizer_definition(folder)
+    if tokenizer_json is not None:
+        _check_tokenizer_fits(tokenizer_json, config, folder)
+    info = {"file": weights_path.name, "sha256": sha256, **(source or {})}
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(config.to_dict(), sort_keys=True),
+        "heads": json.dumps(heads),
+        "source": json.dumps(info, sort_keys=True),
+    }
+    if tokenizer_json is not None:
+        metadata["tokenizer"] = tokenizer_json
+    storage.write_atomic(output, tensors, metadata)
+    return output
+
+
+def _check_tokenizer_fits(tokenizer_json: str, config: DistilBertConfig, folder: Path) -> None:
+    vocab = json.loads(tokenizer_json).get("model", {}).get("vocab", {})
+    largest = max(vocab.values(), default=-1) if isinstance(vocab, dict) else len(vocab) - 1
+    if largest >= config.vocab_size:
+        raise CheckpointError(
+            f"{folder}: the tokenizer has token id {largest}, beyond the model's "
+            f"vocab_size {config.vocab_size}"
+        )
+
+
+# ---- reading converted files ------------------------------------------------------------------
+
+
+class ConvertedFile(NamedTuple):
+    """An npdistil file, opened: its weights are views of a read-only memory map."""
+
+    path: Path
+    config: DistilBertConfig
+    weights: Weights
+    heads: layout.Heads
+    tokenizer_json: str | None
+    source: dict[str, Any]
+    size_bytes: int
+    n_tensors: int
+
+
+def open_converted(path: str | os.PathLike[str]) -> ConvertedFile:
+    """Open an npdistil file, checking its format, version, config and every tensor's shape."""
+    path = Path(path)
+    header = storage.read_header(path)
+    meta = header.metadata
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not an npdistil file (a plain safetensors file? convert a checkpoint "
+            "folder with `npdistil convert`)"
+        )
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        raise CheckpointError(f"{path}: malformed format_version metadata") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by a newer npdistil (format {version}; this version reads up to "
+            f"{FORMAT_VERSION}): upgrade npdistil or convert the checkpoint again"
+        )
+    try:
+        config_dict = json.loads(meta["config"])
+        heads = json.loads(meta.get("heads", "[]"))
+        source = json.loads(meta.get("source", "{}"))
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{path}: malformed npdistil metadata") from None
+    config = DistilBertConfig.from_dict(config_dict, source=f"{path} (config metadata)")
+    tensors = storage.read_tensors(path, header)
+    return ConvertedFile(
+        path=path,
+        config=config,
+        weights=layout.build_weights(tensors, config, str(path)),
+        heads=layout.build_heads(tensors, config, heads, str(path)),
+        tokenizer_json=meta.get("tokenizer"),
+        source=source,
+        size_bytes=path.stat().st_size,
+        n_tensors=len(tensors),
+    )

@@ -1,0 +1,130 @@
+"""Downloading checkpoints from the Hugging Face Hub with ``huggingface_hub``.
+
+Only the files npdistil needs are fetched: ``config.json``, one weights file
+(``model.safetensors``, else ``pytorch_model.bin``) and the tokenizer (``tokenizer.json``, else
+``vocab.txt`` and ``tokenizer_config.json``). They land in the ordinary Hugging Face cache, so
+``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and ``HF_TOKEN`` work as
+everywhere else, and files shared with transformers are not downloaded twice.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import huggingface_hub
+from huggingface_hub import errors as hf_errors
+
+from .convert import WEIGHT_FILES
+from .errors import HubError
+
+__all__ = ["Snapshot", "download", "cached_commit", "evict", "is_repo_id"]
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# "name" (legacy ids such as distilbert-base-cased) or "org/name".
+_REPO_ID = re.compile(r"(?:[\w.-]+/)?[\w.-]+")
+
+
+class Snapshot(NamedTuple):
+    repo_id: str
+    revision: str  # as asked: a branch, tag or commit
+    commit: str  # the 40-hex commit it resolved to
+    folder: Path  # the cache's snapshot folder holding the downloaded files
+    weights_sha256: str | None  # the Hub's LFS hash of the weights file, when it has one
+
+
+def is_repo_id(text: str) -> bool:
+    return bool(_REPO_ID.fullmatch(text)) and not text.startswith((".", "-")) and ".." not in text
+
+
+def cached_commit(repo_id: str, revision: str, cache_dir: str | Path | None = None) -> str | None:
+    """The commit ``revision`` pointed to when it was last downloaded, without any request."""
+    if _COMMIT.fullmatch(revision):
+        return revision
+    try:
+        path = huggingface_hub.try_to_load_from_cache(
+            repo_id, "config.json", cache_dir=cache_dir, revision=revision
+        )
+    except (hf_errors.HFValidationError, ValueError):
+        return None
+    return Path(path).parent.name if isinstance(path, str) else None
+
+
+def download(
+    repo_id: str,
+    revision: str = "main",
+    *,
+    cache_dir: str | Path | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> Snapshot:
+    """Fetch (or find in the cache) the files of a DistilBERT checkpoint on the Hub."""
+
+    def fetch(filename: str, rev: str, required: bool = True) -> Path | None:
+        try:
+            return Path(
+                huggingface_hub.hf_hub_download(
+                    repo_id,
+                    filename,
+                    revision=rev,
+                    cache_dir=cache_dir,
+                    token=token,
+                    local_files_only=local_files_only,
+                    force_download=force_download,
+                )
+            )
+        except hf_errors.EntryNotFoundError:
+            if required:
+                raise HubError(
+                    f"{repo_id}@{revision}: no {filename} in the repository (is it a "
+                    "transformers DistilBERT checkpoint?)"
+                ) from None
+            return None
+        except hf_errors.RevisionNotFoundError:
+            raise HubError(f"{repo_id}: no revision {revision!r} on the Hub") from None
+        except hf_errors.RepositoryNotFoundError:
+            raise HubError(
+                f"{repo_id}: repository not found on the Hub (a typo, or a private or gated "
+                "repository: log in with `hf auth login` or pass token=)"
+            ) from None
+        except hf_errors.LocalEntryNotFoundError:
+            raise HubError(
+                f"{repo_id}@{revision}: {filename} is not in the local cache and the Hub can't "
+                "be reached (offline mode, HF_HUB_OFFLINE=1, or no network); download it once "
+                "while online, or pass a local folder"
+            ) from None
+        except (hf_errors.HfHubHTTPError, OSError) as exc:
+            raise HubError(f"{repo_id}@{revision}: downloading {filename} failed: {exc}") from None
+
+    config_path = fetch("config.json", revision)
+    assert config_path is not None
+    commit = config_path.parent.name  # <cache>/models--org--name/snapshots/<commit>/config.json
+    weights = next((p for name in WEIGHT_FILES if (p := fetch(name, commit, False))), None)
+    if weights is None:
+        raise HubError(f"{repo_id}@{revision}: no weights file ({' or '.join(WEIGHT_FILES)})")
+    if fetch("tokenizer.json", commit, required=False) is None and fetch(
+        "vocab.txt", commit, required=False
+    ):
+        fetch("tokenizer_config.json", commit, required=False)
+    blob = Path(weights).resolve().name  # LFS blobs are named by their sha256
+    return Snapshot(
+        repo_id=repo_id,
+        revision=revision,
+        commit=commit,
+        folder=config_path.parent,
+        weights_sha256=blob if _SHA256.fullmatch(blob) else None,
+    )
+
+
+def evict(snapshot: Snapshot) -> None:
+    """Remove a snapshot's downloaded weights from the cache (after they failed a check)."""
+    for name in WEIGHT_FILES:
+        link = snapshot.folder / name
+        if link.exists() or link.is_symlink():
+            target = link.resolve()
+            link.unlink(missing_ok=True)
+            if target != link:
+                target.unlink(missing_ok=True)
