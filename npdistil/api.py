@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import encode as E
 from . import model as M
 from .config import DistilBertConfig
 from .convert import ConvertedFile
@@ -63,8 +65,11 @@ class DistilBert:
         self._file = converted
         self.config: DistilBertConfig = converted.config
         self._tokenizer = (
-            Tokenizer(converted.tokenizer_json, converted.config.max_position_embeddings,
-                      converted.config.pad_token_id)
+            Tokenizer(
+                converted.tokenizer_json,
+                converted.config.max_position_embeddings,
+                converted.config.pad_token_id,
+            )
             if converted.tokenizer_json is not None
             else None
         )
@@ -126,9 +131,7 @@ class DistilBert:
             output_attentions=output_attentions,
         )
 
-    def _check_inputs(
-        self, input_ids: Any, attention_mask: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _check_inputs(self, input_ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(input_ids)
         if ids.dtype == object or not (ids.dtype.kind in "iu" or ids.size == 0):
             raise InputTypeError(f"input_ids must be integers, got dtype {ids.dtype}")
@@ -161,6 +164,75 @@ class DistilBert:
             raise InputError("attention_mask must hold only 0 and 1")
         return ids, mask
 
+    # ---- embeddings ---------------------------------------------------------------------------
+
+    def _last_hidden(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return M.forward(
+            input_ids, attention_mask, self._file.weights, self.config
+        ).last_hidden_state
+
+    def encode(
+        self,
+        texts: str | Iterable[str],
+        *,
+        batch_size: int = 32,
+        output_value: E.OutputValue = "sentence_embedding",
+        pooling: E.Pooling = "mean",
+        normalize_embeddings: bool = False,
+        long_text: E.LongText = "window",
+        window: int | None = None,
+        stride: int | None = None,
+        word_pooling: E.WordPooling = "first",
+        include_special_tokens: bool = False,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray | list[E.TokenEmbeddings] | list[E.WordEmbeddings]:
+        """Embed texts, like sentence-transformers' ``encode``, in input order.
+
+        ``output_value``:
+          - ``"sentence_embedding"`` (default): float32 [N, D], pooled over every token of
+            each text (``pooling`` ``"mean"``, ``"cls"`` or ``"max"``; special tokens count, as
+            in sentence-transformers), L2-normalised with ``normalize_embeddings=True``.
+          - ``"token_embeddings"``: per text, a TokenEmbeddings (vectors [n, D], token strings,
+            character offsets, word ids); ``include_special_tokens`` adds [CLS] and [SEP].
+          - ``"word_embeddings"``: per text, a WordEmbeddings with one vector per word,
+            aggregated from its word pieces by ``word_pooling`` (``"first"``, ``"mean"``,
+            ``"max"``), the words and their offsets.
+
+        Texts longer than ``window`` tokens (default: the model's 512 positions) are, with
+        ``long_text="window"``, cut into windows sharing ``stride`` tokens (default a quarter
+        of the window), each token keeping the vector of the window where it has the most
+        context; ``"truncate"`` keeps the first window (with a warning); ``"error"`` raises
+        TextTooLongError. Texts are batched ``batch_size`` at a time, sorted by length.
+
+        >>> model.encode(["Hello world!", "Hi"]).shape  # doctest: +SKIP
+        (2, 768)
+        """
+        return E.encode(
+            texts,
+            self.tokenizer,
+            self._last_hidden,
+            batch_size=batch_size,
+            output_value=output_value,
+            pooling=pooling,
+            normalize_embeddings=normalize_embeddings,
+            long_text=long_text,
+            window=window,
+            stride=stride,
+            word_pooling=word_pooling,
+            include_special_tokens=include_special_tokens,
+            show_progress_bar=show_progress_bar,
+        )
+
+    def iter_encode(
+        self, texts: Iterable[str], *, chunk_size: int = 4096, **options: Any
+    ) -> Iterator[np.ndarray | list[E.TokenEmbeddings] | list[E.WordEmbeddings]]:
+        """``encode`` over an iterable of any size (a file, a generator), in bounded memory:
+        yields the results of each ``chunk_size`` texts, in input order. Takes the options of
+        ``encode``."""
+        return E.iter_encode(
+            texts, self.tokenizer, self._last_hidden, chunk_size=chunk_size, **options
+        )
+
     # ---- task heads ---------------------------------------------------------------------------
 
     def _head(self, kind: str) -> Any:
@@ -170,8 +242,9 @@ class DistilBert:
             raise NpdistilError(f"{self.path}: this checkpoint has no {kind} head (heads: {have})")
         return head
 
-    def masked_lm(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None
-                  ) -> np.ndarray:
+    def masked_lm(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None
+    ) -> np.ndarray:
         """Logits over the vocabulary for every token, [B, T, V] (DistilBertForMaskedLM)."""
         head = self._head("masked_lm")
         hidden = self(input_ids, attention_mask).last_hidden_state

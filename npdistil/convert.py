@@ -22,7 +22,7 @@ from .config import DistilBertConfig
 from .errors import CheckpointError, IntegrityError
 from .model import Weights
 from .tokenizer import tokenizer_definition
-
+from .torch_zip import read_torch_zip
 
 __all__ = [
     "FORMAT_VERSION",
@@ -67,8 +67,6 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
     """A transformers state dict from ``model.safetensors`` or ``pytorch_model.bin``."""
     if path.suffix == ".safetensors":
         return storage.read_tensors(path)
-    from .torch_zip import read_torch_zip  # noqa: PLC0415  (TEMP until torch_zip lands)
-
     return read_torch_zip(path)
 
 

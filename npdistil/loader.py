@@ -25,8 +25,13 @@ log = logging.getLogger("npdistil")
 
 DEFAULT_MODEL = "distilbert-base-cased"
 # The files of a local folder whose change makes its converted copy stale.
-_FOLDER_FILES = ("config.json", *WEIGHT_FILES, "tokenizer.json", "vocab.txt",
-                 "tokenizer_config.json")
+_FOLDER_FILES = (
+    "config.json",
+    *WEIGHT_FILES,
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+)
 
 
 def cache_root() -> Path:
@@ -55,10 +60,15 @@ def resolve(
     if path.is_dir():
         return _from_folder(path, root)
     text = str(source)
-    if text.startswith((".", "/", "~")) or text.endswith(".safetensors") or not hub.is_repo_id(text):
+    if (
+        text.startswith((".", "/", "~"))
+        or text.endswith(".safetensors")
+        or not hub.is_repo_id(text)
+    ):
         raise CheckpointError(f"{text}: no such file or folder (and not a Hub repository id)")
-    return _from_hub(text, revision or "main", root, hf_cache_dir, token, local_files_only,
-                     force_download)
+    return _from_hub(
+        text, revision or "main", root, hf_cache_dir, token, local_files_only, force_download
+    )
 
 
 def _from_folder(folder: Path, root: Path) -> ConvertedFile:
@@ -69,7 +79,9 @@ def _from_folder(folder: Path, root: Path) -> ConvertedFile:
             st = (folder / name).stat()
             key.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
     out = root / "local" / f"{folder.name}-{key.hexdigest()[:16]}.safetensors"
-    return _open_or_convert(out, lambda: convert_folder(folder, out, source={"folder": str(folder)}))
+    return _open_or_convert(
+        out, lambda: convert_folder(folder, out, source={"folder": str(folder)})
+    )
 
 
 def _from_hub(
@@ -91,16 +103,23 @@ def _from_hub(
         except CheckpointError as exc:
             log.warning("reconverting %s: the cached copy is unusable (%s)", repo_id, exc)
 
-    snap = hub.download(repo_id, revision, cache_dir=hf_cache_dir, token=token,
-                        local_files_only=local_files_only, force_download=force_download)
+    snap = hub.download(
+        repo_id,
+        revision,
+        cache_dir=hf_cache_dir,
+        token=token,
+        local_files_only=local_files_only,
+        force_download=force_download,
+    )
     out = converted(snap.commit)
 
     def convert() -> Path:
         log.info("converting %s@%s to %s (once)", repo_id, snap.commit[:8], out)
         source = {"repo": repo_id, "revision": revision, "commit": snap.commit}
         try:
-            return convert_folder(snap.folder, out, source=source,
-                                  expected_sha256=snap.weights_sha256)
+            return convert_folder(
+                snap.folder, out, source=source, expected_sha256=snap.weights_sha256
+            )
         except IntegrityError as exc:
             hub.evict(snap)  # so that the next attempt downloads it again
             raise HubError(f"{repo_id}@{revision}: {exc}; removed it from the cache") from None

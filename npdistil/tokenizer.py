@@ -206,29 +206,36 @@ class Tokenizer:
             )
         return batch._replace(n_truncated=n_truncated)
 
-    def pad(self, pieces: Sequence[Tokens]) -> Batch:
-        """Put special tokens around each piece and right-pad them into one batch."""
-        if not pieces:
+    def pad_ids(self, ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Put special tokens around each id sequence and right-pad them: input_ids [B, T]
+        and attention_mask [B, T]."""
+        if not ids:
             raise InputError("no texts given (an empty batch)")
         n_pre, n_suf = len(self.prefix_ids), len(self.suffix_ids)
-        width = max(len(p.ids) for p in pieces) + n_pre + n_suf
-        b = len(pieces)
-        input_ids = np.full((b, width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((b, width), dtype=np.int64)
-        offsets = np.zeros((b, width, 2), dtype=np.int64)
-        word_ids = np.full((b, width), -1, dtype=np.int64)
-        tokens = []
-        for row, p in enumerate(pieces):
-            n = len(p.ids)
-            end = n_pre + n + n_suf
+        width = max(len(i) for i in ids) + n_pre + n_suf
+        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for row, seq in enumerate(ids):
+            n = len(seq)
             input_ids[row, :n_pre] = self.prefix_ids
-            input_ids[row, n_pre : n_pre + n] = p.ids
-            input_ids[row, n_pre + n : end] = self.suffix_ids
-            mask[row, :end] = 1
-            offsets[row, n_pre : n_pre + n] = p.offsets
-            word_ids[row, n_pre : n_pre + n] = p.word_ids
-            tokens.append([*self.prefix_tokens, *p.tokens, *self.suffix_tokens])
-        return Batch(input_ids, mask, offsets, word_ids, tokens, np.zeros(b, dtype=np.int64))
+            input_ids[row, n_pre : n_pre + n] = seq
+            input_ids[row, n_pre + n : n_pre + n + n_suf] = self.suffix_ids
+            mask[row, : n_pre + n + n_suf] = 1
+        return input_ids, mask
+
+    def pad(self, pieces: Sequence[Tokens]) -> Batch:
+        """``pad_ids``, keeping each token's offsets, word id and string."""
+        input_ids, mask = self.pad_ids([p.ids for p in pieces])
+        n_pre = len(self.prefix_ids)
+        offsets = np.zeros((*input_ids.shape, 2), dtype=np.int64)
+        word_ids = np.full(input_ids.shape, -1, dtype=np.int64)
+        for row, p in enumerate(pieces):
+            offsets[row, n_pre : n_pre + len(p.ids)] = p.offsets
+            word_ids[row, n_pre : n_pre + len(p.ids)] = p.word_ids
+        tokens = [[*self.prefix_tokens, *p.tokens, *self.suffix_tokens] for p in pieces]
+        return Batch(
+            input_ids, mask, offsets, word_ids, tokens, np.zeros(len(pieces), dtype=np.int64)
+        )
 
 
 def _head(p: Tokens, n: int) -> Tokens:

@@ -1,0 +1,88 @@
+"""Shared fixtures: checkpoint folders, an isolated npdistil cache, and the parity report.
+
+Every parity figure a test measures is printed in the summary at the end of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).parent
+FIXTURES = TESTS / "fixtures"
+sys.path.insert(0, str(TESTS))  # tests import their helpers (synthetic, fakehub) by name
+
+from fakehub import fake_hub  # noqa: E402,F401  (a fixture, re-exported for every test)
+
+# Parity with transformers: max abs error allowed on float32 outputs.
+TOLERANCE = 1e-4
+_PARITY: list[tuple[str, float]] = []
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Converted files go to a per-test folder, never to the developer's ~/.cache."""
+    monkeypatch.setenv("NPDISTIL_CACHE", str(tmp_path / "npdistil-cache"))
+
+
+@pytest.fixture
+def parity():
+    """``parity(name, actual, expected)``: assert max abs error <= 1e-4 and report it."""
+
+    def check(name: str, actual: np.ndarray, expected: np.ndarray) -> float:
+        assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+        err = float(np.max(np.abs(actual.astype(np.float64) - expected)))
+        _PARITY.append((name, err))
+        print(f"parity {name}: max abs error {err:.3g}")
+        assert err <= TOLERANCE, f"{name}: max abs error {err:.3g} > {TOLERANCE}"
+        return err
+
+    return check
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if not _PARITY:
+        return
+    terminalreporter.section("parity with transformers (max abs error, limit 1e-4)")
+    for name, err in _PARITY:
+        terminalreporter.write_line(f"{err:10.3g}  {name}")
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+
+TINY_MODELS = ["tiny", "tiny-mlm", "tiny-sinusoidal", "tiny-seqcls", "tiny-qa", "tiny-tokcls"]
+
+
+def tiny_reference() -> tuple[dict, dict[str, np.ndarray]]:
+    meta = json.loads((FIXTURES / "tiny_reference.json").read_text())
+    arrays = dict(np.load(FIXTURES / "tiny_reference.npz"))
+    return meta, arrays
+
+
+def checkpoint_copy(src: Path, dst: Path, weights: str) -> Path:
+    """A copy of a checkpoint folder holding only one of its weight files."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.name in ("model.safetensors", "pytorch_model.bin") and f.name != weights:
+            continue
+        shutil.copy(f, dst / f.name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def full_size_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The full-size distilbert-base-cased architecture with the seeded NumPy weights, as
+    transformers would save it (config.json + model.safetensors), plus the tiny tokenizer."""
+    import safetensors.numpy
+    import synthetic
+
+    folder = tmp_path_factory.mktemp("full-size")
+    (folder / "config.json").write_text(json.dumps(synthetic.full_size_config()))
+    safetensors.numpy.save_file(synthetic.full_size_state_dict(0), folder / "model.safetensors")
+    shutil.copy(FIXTURES / "tiny" / "tokenizer.json", folder / "tokenizer.json")
+    return folder
