@@ -9,12 +9,11 @@ everywhere else, and files shared with transformers are not downloaded twice.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 from typing import NamedTuple
-
-import huggingface_hub
-from huggingface_hub import errors as hf_errors
 
 from .convert import WEIGHT_FILES
 from .errors import HubError
@@ -39,17 +38,34 @@ def is_repo_id(text: str) -> bool:
     return bool(_REPO_ID.fullmatch(text)) and not text.startswith((".", "-")) and ".." not in text
 
 
-def cached_commit(repo_id: str, revision: str, cache_dir: str | Path | None = None) -> str | None:
-    """The commit ``revision`` pointed to when it was last downloaded, without any request."""
+def hf_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The Hugging Face cache folder, found as huggingface_hub finds it, without importing it
+    (which alone takes a good part of a second)."""
+    if cache_dir:
+        return Path(cache_dir)
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:  # already imported: its (possibly patched) settings rule
+        return Path(constants.HF_HUB_CACHE)
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    home = os.environ.get("HF_HOME") or Path(xdg) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def cached_commit(
+    repo_id: str, revision: str, cache_dir: str | os.PathLike[str] | None = None
+) -> str | None:
+    """The commit ``revision`` pointed to when it was last downloaded, without any request:
+    the cache keeps it in ``models--{org}--{name}/refs/{revision}``."""
     if _COMMIT.fullmatch(revision):
         return revision
+    ref = hf_cache_dir(cache_dir) / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
     try:
-        path = huggingface_hub.try_to_load_from_cache(
-            repo_id, "config.json", cache_dir=cache_dir, revision=revision
-        )
-    except (hf_errors.HFValidationError, ValueError):
+        commit = ref.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
         return None
-    return Path(path).parent.name if isinstance(path, str) else None
+    return commit if _COMMIT.fullmatch(commit) else None
 
 
 def download(
@@ -62,6 +78,8 @@ def download(
     force_download: bool = False,
 ) -> Snapshot:
     """Fetch (or find in the cache) the files of a DistilBERT checkpoint on the Hub."""
+    import huggingface_hub
+    from huggingface_hub import errors as hf_errors
 
     def fetch(filename: str, rev: str, required: bool = True) -> Path | None:
         try:
@@ -76,6 +94,12 @@ def download(
                     force_download=force_download,
                 )
             )
+        except hf_errors.LocalEntryNotFoundError:  # before EntryNotFoundError: a subclass
+            raise HubError(
+                f"{repo_id}@{revision}: {filename} is not in the local cache and the Hub can't "
+                "be reached (offline mode, HF_HUB_OFFLINE=1, or no network); download it once "
+                "while online, or pass a local folder"
+            ) from None
         except hf_errors.EntryNotFoundError:
             if required:
                 raise HubError(
@@ -90,14 +114,11 @@ def download(
                 f"{repo_id}: repository not found on the Hub (a typo, or a private or gated "
                 "repository: log in with `hf auth login` or pass token=)"
             ) from None
-        except hf_errors.LocalEntryNotFoundError:
+        except Exception as exc:  # HTTP errors, and transport errors of the HTTP client
             raise HubError(
-                f"{repo_id}@{revision}: {filename} is not in the local cache and the Hub can't "
-                "be reached (offline mode, HF_HUB_OFFLINE=1, or no network); download it once "
-                "while online, or pass a local folder"
-            ) from None
-        except (hf_errors.HfHubHTTPError, OSError) as exc:
-            raise HubError(f"{repo_id}@{revision}: downloading {filename} failed: {exc}") from None
+                f"{repo_id}@{revision}: downloading {filename} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     config_path = fetch("config.json", revision)
     assert config_path is not None

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import safetensors.numpy
 
 from .errors import CheckpointError
 
@@ -204,5 +203,6 @@ def write_atomic(
     path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], metadata: dict[str, str]
 ) -> None:
     """Write a safetensors file through the reference library, atomically."""
+    import safetensors.numpy  # only conversion writes files: keep it off the start-up path
     arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
     replace_atomic(path, lambda tmp: safetensors.numpy.save_file(arrays, tmp, metadata=metadata))

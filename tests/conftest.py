@@ -26,8 +26,15 @@ _PARITY: list[tuple[str, float]] = []
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Converted files go to a per-test folder, never to the developer's ~/.cache."""
+    """Converted files go to a per-test folder, never to the developer's ~/.cache, and the real
+    Hub is never asked (tests that want a Hub use the `fake_hub` fixture)."""
     monkeypatch.setenv("NPDISTIL_CACHE", str(tmp_path / "npdistil-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if "huggingface_hub.constants" in sys.modules:
+        constants = sys.modules["huggingface_hub.constants"]
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
 
 
 @pytest.fixture
