@@ -17,11 +17,7 @@ REPO = "distilbert/distilbert-base-cased"
 
 
 def _files(folder: str = "tiny", skip: tuple[str, ...] = ()) -> dict[str, bytes]:
-    return {
-        f.name: f.read_bytes()
-        for f in (FIXTURES / folder).iterdir()
-        if f.name not in skip
-    }
+    return {f.name: f.read_bytes() for f in (FIXTURES / folder).iterdir() if f.name not in skip}
 
 
 def _st_only(folder: str = "tiny") -> dict[str, bytes]:
@@ -51,7 +47,10 @@ def test_first_load_downloads_only_needed_files_converts_and_caches(fake_hub, tm
     fetched = {p.rsplit("/", 1)[-1] for m, p in fake_hub.requests if m == "GET"}
     assert fetched == {"config.json", "model.safetensors", "tokenizer.json"}
     assert model.source["repo"] == REPO and model.source["commit"] == commit
-    assert model.source["sha256"] == __import__("hashlib").sha256(files["model.safetensors"]).hexdigest()
+    assert (
+        model.source["sha256"]
+        == __import__("hashlib").sha256(files["model.safetensors"]).hexdigest()
+    )
     assert model.path.name == f"{commit}.safetensors"
 
 
@@ -147,8 +146,10 @@ def test_http_500_is_a_clear_error_quickly_and_leaves_no_converted_file(fake_hub
     start = time.monotonic()
     with pytest.raises(HubError, match="model.safetensors"):
         npdistil.load(REPO)
-    print(f"HTTP 500: HubError after {time.monotonic() - start:.2f} s, "
-          f"retries asked {fake_hub.retry_sleeps}")
+    print(
+        f"HTTP 500: HubError after {time.monotonic() - start:.2f} s, "
+        f"retries asked {fake_hub.retry_sleeps}"
+    )
     assert _cache_files(tmp_path / "npdistil-cache") == []
 
 

@@ -103,24 +103,36 @@ def test_full_size_padded_batch_matches_transformers(full_size_model, parity):
         output_hidden_states=True,
         output_attentions=True,
     )
-    parity(f"full-size ({fmt}) batch last_hidden_state", out.last_hidden_state,
-           FULL["batch/last_hidden_state"])
+    parity(
+        f"full-size ({fmt}) batch last_hidden_state",
+        out.last_hidden_state,
+        FULL["batch/last_hidden_state"],
+    )
     positions = FULL["batch/hidden_states_positions"]
     for i, h in enumerate(out.hidden_states):
-        parity(f"full-size ({fmt}) hidden_states[{i}]", h[:, positions],
-               FULL[f"batch/hidden_states/{i}"])
+        parity(
+            f"full-size ({fmt}) hidden_states[{i}]",
+            h[:, positions],
+            FULL[f"batch/hidden_states/{i}"],
+        )
     seq = int(FULL["batch/attentions_sequence"])
     for layer in FULL["batch/attentions_layers"]:
-        parity(f"full-size ({fmt}) attentions[{layer}]", out.attentions[layer][seq],
-               FULL[f"batch/attentions/{layer}"])
+        parity(
+            f"full-size ({fmt}) attentions[{layer}]",
+            out.attentions[layer][seq],
+            FULL[f"batch/attentions/{layer}"],
+        )
 
 
 def test_full_size_512_tokens_matches_transformers(full_size_model, parity):
     fmt, model = full_size_model
     out = model(FULL["long/input_ids"], FULL["long/attention_mask"])
     assert out.last_hidden_state.shape == (1, 512, 768)
-    parity(f"full-size ({fmt}) 512 tokens", out.last_hidden_state[:, FULL["long/positions"]],
-           FULL["long/last_hidden_state"])
+    parity(
+        f"full-size ({fmt}) 512 tokens",
+        out.last_hidden_state[:, FULL["long/positions"]],
+        FULL["long/last_hidden_state"],
+    )
 
 
 def test_converted_file_is_memory_mapped(full_size_model):
