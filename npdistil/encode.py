@@ -16,7 +16,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from .errors import InputError, TextTooLongError
+from .errors import InputError, InputTypeError, TextTooLongError
 from .tokenizer import Tokenizer, Tokens, check_texts
 
 __all__ = [
@@ -161,7 +161,7 @@ def iter_encode(
     while chunk := list(itertools.islice(iterator, chunk_size)):
         try:
             yield encode(chunk, tokenizer, run, **options)  # type: ignore[arg-type]
-        except InputError as exc:  # name the text by its index in the whole stream
+        except (InputError, InputTypeError) as exc:  # name the text by its stream index
             raise type(exc)(_shift_index(str(exc), offset)) from None
         offset += len(chunk)
 
