@@ -118,11 +118,12 @@ def encode(
     _check_options(output_value, pooling, long_text, word_pooling, batch_size)
     texts = check_texts(texts)
     room, stride = _room_and_stride(tokenizer, window, stride)
-    pieces_of = tokenizer.tokenize(texts)
+    pieces_of = tokenizer.tokenize(texts, limit=None if long_text == "window" else room)
     _apply_long_text_policy(pieces_of, room, long_text, tokenizer)
-    plans = [plan_windows(len(t.ids), room, stride) for t in pieces_of]
-    if long_text != "window":  # one window per text: its first `room` tokens
-        plans = [([0], owner[:room]) for _, owner in plans]
+    if long_text == "window":
+        plans = [plan_windows(len(t.ids), room, stride) for t in pieces_of]
+    else:  # one window per text: its first `room` tokens
+        plans = [([0], np.zeros(min(len(t.ids), room), np.int64)) for t in pieces_of]
     pieces = [
         _Piece(i, s, t.ids[s : s + room])
         for i, (t, (starts, _)) in enumerate(zip(pieces_of, plans, strict=True))
@@ -196,18 +197,17 @@ def _apply_long_text_policy(
     long = [i for i, t in enumerate(pieces_of) if len(t.ids) > room]
     if not long:
         return
-    first = long[0]
-    n = len(pieces_of[first].ids) + tok.n_special
+    window = room + tok.n_special
     if long_text == "error":
         raise TextTooLongError(
-            f"text {first} has {n} tokens, more than the window of {room + tok.n_special} "
-            "(long_text='error'); use long_text='window' or 'truncate'"
+            f"text {long[0]} has more tokens than the window of {window} (long_text='error'); "
+            "use long_text='window' or 'truncate'"
         )
     if long_text == "truncate":
         warnings.warn(
-            f"{len(long)} text(s) longer than {room + tok.n_special} tokens were truncated "
-            f"(first: text {first}, {n} tokens)",
-            stacklevel=3,
+            f"{len(long)} text(s) longer than {window} tokens were truncated to their first "
+            f"{window} (first: text {long[0]})",
+            stacklevel=4,
         )
 
 

@@ -9,6 +9,7 @@ post-processor adds (``[CLS]`` before, ``[SEP]`` after, for BERT) are put around
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -40,7 +41,7 @@ class Batch(NamedTuple):
     offsets: np.ndarray  # [B, T, 2] character offsets; (0, 0) for special tokens and padding
     word_ids: np.ndarray  # [B, T] word index; -1 for special tokens and padding
     tokens: list[list[str]]  # the token strings of each text, without padding
-    n_truncated: np.ndarray  # [B] word pieces dropped from the end of each text (0 if none)
+    truncated: np.ndarray  # [B] bool: the text had more tokens than fit, and lost its end
 
 
 def check_texts(texts: str | Iterable[str]) -> list[str]:
@@ -173,9 +174,16 @@ class Tokenizer:
 
     # ---- tokenizing ---------------------------------------------------------------------------
 
-    def tokenize(self, texts: str | Iterable[str]) -> list[Tokens]:
-        """Every text's word pieces in full, without special tokens."""
-        encodings = self._tok.encode_batch(check_texts(texts), add_special_tokens=False)
+    def tokenize(self, texts: str | Iterable[str], *, limit: int | None = None) -> list[Tokens]:
+        """Every text's word pieces, without special tokens: all of them, or with ``limit`` at
+        least ``limit + 1`` of a text that has more (enough to know that it is too long,
+        without tokenizing megabytes that truncation would drop)."""
+        texts = check_texts(texts)
+        cut = [_prefix(t, limit) for t in texts] if limit is not None else texts
+        encodings = self._tok.encode_batch(cut, add_special_tokens=False)
+        for i, e in enumerate(encodings):  # a prefix that came out short: take the whole text
+            if limit is not None and len(e.ids) <= limit and len(cut[i]) < len(texts[i]):
+                encodings[i] = self._tok.encode(texts[i], add_special_tokens=False)
         return [
             Tokens(
                 ids=np.array(e.ids, dtype=np.int64),
@@ -193,18 +201,17 @@ class Tokenizer:
         room = max_length - self.n_special
         if room < 1:
             raise InputError(f"max_length {max_length} leaves no room for any token")
-        pieces = self.tokenize(texts)
+        pieces = self.tokenize(texts, limit=room)
         batch = self.pad([_head(p, room) for p in pieces])
-        n_truncated = np.array([max(0, len(p.ids) - room) for p in pieces], dtype=np.int64)
-        if n_truncated.any():
-            first = int(np.flatnonzero(n_truncated)[0])
+        truncated = np.array([len(p.ids) > room for p in pieces])
+        if truncated.any():
             warnings.warn(
-                f"{np.count_nonzero(n_truncated)} text(s) longer than {max_length} tokens were "
-                f"truncated (first: text {first}, {len(pieces[first].ids) + self.n_special} "
-                "tokens); use model.encode(...) to embed long texts in windows",
+                f"{np.count_nonzero(truncated)} text(s) longer than {max_length} tokens were "
+                f"truncated (first: text {int(np.flatnonzero(truncated)[0])}); use "
+                "model.encode(...) to embed long texts in windows",
                 stacklevel=2,
             )
-        return batch._replace(n_truncated=n_truncated)
+        return batch._replace(truncated=truncated)
 
     def pad_ids(self, ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Put special tokens around each id sequence and right-pad them: input_ids [B, T]
@@ -236,6 +243,22 @@ class Tokenizer:
         return Batch(
             input_ids, mask, offsets, word_ids, tokens, np.zeros(len(pieces), dtype=np.int64)
         )
+
+
+# Runs of characters between ASCII spaces. Cutting a text just after such a run never splits
+# a word, so the pieces before the cut are those of the whole text.
+_RUN = re.compile(r"[^ ]+")
+
+
+def _prefix(text: str, limit: int) -> str:
+    """A prefix of ``text`` holding more than ``limit`` space-separated runs (each gives at
+    least one piece, unless it is all control characters: then the caller re-tokenizes)."""
+    if len(text) <= 32 * (limit + 1):  # short enough to tokenize whole
+        return text
+    for k, run in enumerate(_RUN.finditer(text)):
+        if k == limit:
+            return text[: run.end()]
+    return text
 
 
 def _head(p: Tokens, n: int) -> Tokens:
