@@ -93,6 +93,11 @@ _DATA_OPCODES = frozenset(
         "GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "BINPERSID",
     }
 )  # fmt: skip
+_STRING_OPCODES = frozenset({"BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"})
+_SCALAR_OPCODES = frozenset(
+    {"NONE", "NEWTRUE", "NEWFALSE", "BININT", "BININT1", "BININT2", "LONG1", "EMPTY_DICT",
+     "EMPTY_LIST"}
+)  # fmt: skip
 # Opcodes that make objects of arbitrary classes: a state dict never needs them.
 _OBJECT_OPCODES = frozenset({"INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"})
 
@@ -185,6 +190,12 @@ class _Archive:
                     f"inconsistent with the {file_size}-byte file"
                 )
             entries[name] = info
+        claimed = sum(info.file_size for info in entries.values())
+        if claimed > file_size:  # entries overlapping: a small file read many times over
+            raise CheckpointError(
+                f"{where}: zip entries claim {claimed} bytes in all, more than the "
+                f"{file_size}-byte file holds: overlapping entries"
+            )
         pickles = sorted(n for n in entries if n.endswith("/data.pkl"))
         if len(pickles) != 1:
             raise CheckpointError(
@@ -272,10 +283,12 @@ def _opcodes(data: bytes, where: str, entry: str) -> Iterator[tuple[str, Any, in
             return
         except Exception as e:  # unknown opcode, truncated argument, bad UTF-8, ...
             raise CheckpointError(f"{where}: malformed pickle in {entry}: {e}") from None
-        yield op.name, arg, pos
+        yield op.name, arg, pos or 0  # pos is None only for file-like input
 
 
 def _check_pickle(data: bytes, where: str, entry: str) -> None:
+    """Walks the opcodes, refusing any global off the allow-list and any opcode outside
+    _DATA_OPCODES, and checking stack, memo, nesting and size as the unpickler will use them."""
     stack: list[object] = []
     marks: list[int] = []
     memo: dict[int, object] = {}
@@ -318,17 +331,9 @@ def _check_pickle(data: bytes, where: str, entry: str) -> None:
             raise fail(f"FRAME of {arg} bytes runs past the end", pos)
         if name == "MARK":
             marks.append(len(stack))
-        elif name in ("BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"):
+        elif name in _STRING_OPCODES:
             stack.append(arg)
-        elif name in (
-            "NONE",
-            "NEWTRUE",
-            "NEWFALSE",
-            "BININT",
-            "BININT1",
-            "BININT2",
-            "LONG1",
-        ) or name in ("EMPTY_DICT", "EMPTY_LIST"):
+        elif name in _SCALAR_OPCODES:
             stack.append(None)
         elif name == "EMPTY_TUPLE":
             push_tuple([], pos)
@@ -338,7 +343,7 @@ def _check_pickle(data: bytes, where: str, entry: str) -> None:
             push_tuple(pop_mark(pos), pos)
         elif name in ("SETITEM", "APPEND", "BUILD"):
             pop(2 if name == "SETITEM" else 1, pos)
-            pop(1, pos)  # the dict, list or object acted on stays
+            pop(1, pos)  # the dict, list or object acted on stays, as a plain stand-in
             stack.append(None)
         elif name in ("SETITEMS", "APPENDS"):
             if len(pop_mark(pos)) % 2 and name == "SETITEMS":
@@ -350,12 +355,12 @@ def _check_pickle(data: bytes, where: str, entry: str) -> None:
             _refuse_global(module, attr, where, entry, "GLOBAL")
             stack.append(None)
         elif name == "STACK_GLOBAL":
-            module, attr = pop(2, pos)
-            if type(module) is not str or type(attr) is not str:
+            names = pop(2, pos)
+            if not all(type(n) is str for n in names):
                 raise UnsafeCheckpointError(
                     f"{where}: {entry} refuses STACK_GLOBAL of computed names at byte {pos}"
                 )
-            _refuse_global(module, attr, where, entry, "STACK_GLOBAL")
+            _refuse_global(str(names[0]), str(names[1]), where, entry, "STACK_GLOBAL")
             stack.append(None)
         elif name in ("REDUCE", "BINPERSID"):
             pop(2 if name == "REDUCE" else 1, pos)
@@ -428,7 +433,8 @@ class _PickledDict(dict):  # type: ignore[type-arg]
 
     def __setstate__(self, state: object) -> None:
         if type(state) is not dict:  # torch: {"_metadata": OrderedDict(...)}
-            raise _Refusal(f"refuses BUILD on a dict with a {_kind(state)} state", unsafe=True)
+            kind = type(state).__name__
+            raise _Refusal(f"refuses BUILD on a dict with a {kind} state", unsafe=True)
 
 
 class _TensorRef(_Inert):
@@ -557,6 +563,7 @@ def _int_tuple(value: object) -> tuple[int, ...] | None:
 def _layout(key: str, ref: _TensorRef, where: str) -> _Layout:
     """The tensor's checked layout: every element it names lies inside its storage."""
     size, stride = _int_tuple(ref.size), _int_tuple(ref.stride)
+    problem: str | None
     if type(ref.storage) is not _StorageRef:
         problem = f"storage is a {_kind(ref.storage)}, not a persistent storage reference"
     elif type(ref.offset) is not int or ref.offset < 0:
@@ -635,7 +642,7 @@ def _is_whole(layout: _Layout, data: np.ndarray) -> bool:
 
 def _storages(layouts: dict[str, _Layout], archive: _Archive) -> dict[str, _StorageRef]:
     """Each storage key's reference; all tensors sharing one must agree, its entry must fit."""
-    where, found = archive.where, {}
+    where, found = archive.where, dict[str, _StorageRef]()
     for key, layout in layouts.items():
         ref = layout.storage
         seen = found.setdefault(ref.key, ref)

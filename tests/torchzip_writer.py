@@ -376,9 +376,14 @@ def torch_entries(
     return entries
 
 
-def _deflate(data: bytes | np.ndarray) -> bytes:
+def _bytes_of(data: bytes | np.ndarray) -> memoryview:
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
+    return memoryview(data)
+
+
+def _deflate(view: memoryview) -> bytes:
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    view = memoryview(data).cast("B")
     chunks = [c.compress(view[i : i + 2**24]) for i in range(0, len(view), 2**24)]
     return b"".join(chunks) + c.flush()
 
@@ -389,10 +394,10 @@ def write_zip(file: str | os.PathLike[str] | BinaryIO, entries: Iterable[ZipEntr
         with open(file, "wb") as f:
             write_zip(f, entries)
         return
-    f, offset, central = file, 0, []
+    out, offset, central = file, 0, []
     for entry in entries:
         name = entry.name.encode("utf-8")
-        raw = memoryview(entry.data).cast("B")
+        raw = _bytes_of(entry.data)
         crc, size = zlib.crc32(raw), len(raw)
         payload = _deflate(raw) if entry.deflate else raw
         method = 8 if entry.deflate else 0
@@ -409,9 +414,9 @@ def write_zip(file: str | os.PathLike[str] | BinaryIO, entries: Iterable[ZipEntr
         # fmt: on
         declared = size if entry.declared_size is None else entry.declared_size
         descriptor = struct.pack("<IIII", 0x08074B50, crc, len(payload), declared) if size else b""
-        f.write(header + name + extra)
-        f.write(payload)
-        f.write(descriptor)
+        out.write(header + name + extra)
+        out.write(payload)
+        out.write(descriptor)
         # fmt: off
         central.append(struct.pack(
             "<IHHHHHHIIIHHHHHII", 0x02014B50,  # central directory header
@@ -429,7 +434,7 @@ def write_zip(file: str | os.PathLike[str] | BinaryIO, entries: Iterable[ZipEntr
     )
     locator = struct.pack("<IIQI", 0x07064B50, 0, offset + len(directory), 1)
     end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, len(directory), offset, 0)
-    f.write(directory + zip64_end + locator + end)
+    out.write(directory + zip64_end + locator + end)
 
 
 def write_torch_zip(
