@@ -72,7 +72,7 @@ def download(
     repo_id: str,
     revision: str = "main",
     *,
-    cache_dir: str | Path | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     token: str | bool | None = None,
     local_files_only: bool = False,
     force_download: bool = False,
@@ -88,7 +88,7 @@ def download(
                     repo_id,
                     filename,
                     revision=rev,
-                    cache_dir=cache_dir,
+                    cache_dir=None if cache_dir is None else Path(cache_dir),
                     token=token,
                     local_files_only=local_files_only,
                     force_download=force_download,
@@ -116,8 +116,7 @@ def download(
             ) from None
         except Exception as exc:  # HTTP errors, and transport errors of the HTTP client
             raise HubError(
-                f"{repo_id}@{revision}: downloading {filename} failed: "
-                f"{type(exc).__name__}: {exc}"
+                f"{repo_id}@{revision}: downloading {filename} failed: {type(exc).__name__}: {exc}"
             ) from exc
 
     config_path = fetch("config.json", revision)

@@ -204,5 +204,6 @@ def write_atomic(
 ) -> None:
     """Write a safetensors file through the reference library, atomically."""
     import safetensors.numpy  # only conversion writes files: keep it off the start-up path
+
     arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
     replace_atomic(path, lambda tmp: safetensors.numpy.save_file(arrays, tmp, metadata=metadata))

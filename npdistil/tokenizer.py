@@ -152,7 +152,11 @@ class Tokenizer:
             specials["mask_token"] = specials["unk_token"]
         bert = BertWordPieceTokenizer(
             table,
-            **specials,
+            unk_token=specials["unk_token"],
+            sep_token=specials["sep_token"],
+            cls_token=specials["cls_token"],
+            pad_token=specials["pad_token"],
+            mask_token=specials["mask_token"],
             lowercase=bool(options.get("do_lower_case", True)),
             strip_accents=options.get("strip_accents"),  # type: ignore[arg-type]
             handle_chinese_chars=bool(options.get("tokenize_chinese_chars", True)),

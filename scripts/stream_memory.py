@@ -16,7 +16,22 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = "the quick brown fox jumps over a lazy dog while DistilBERT embeds every line".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "DistilBERT",
+    "embeds",
+    "every",
+    "line",
+]
 
 
 def write_corpus(path: Path, n: int) -> None:
@@ -39,15 +54,28 @@ def main() -> None:
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             start = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "npdistil.cli", "embed", "--model", args.model,
-                 "--input", str(src), "--output", str(out), "--no-progress"],
+                [
+                    sys.executable,
+                    "-m",
+                    "npdistil.cli",
+                    "embed",
+                    "--model",
+                    args.model,
+                    "--input",
+                    str(src),
+                    "--output",
+                    str(out),
+                    "--no-progress",
+                ],
                 check=True,
             )
             seconds = time.perf_counter() - start
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             # ru_maxrss of children is the largest of any child so far: report it per run only
             # when it grew; runs are in increasing size, so a flat column means bounded memory.
-            print(f"{n:>10,} {max(peak, before) / 1024:>14.1f} {seconds:>8.1f} {n / seconds:>9,.0f}")
+            print(
+                f"{n:>10,} {max(peak, before) / 1024:>14.1f} {seconds:>8.1f} {n / seconds:>9,.0f}"
+            )
             out.unlink()
 
 
