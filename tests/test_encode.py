@@ -200,6 +200,22 @@ def test_bad_options(model, options, message):
 # ---- the command line, streaming ---------------------------------------------------------------
 
 
+def _embed_file(src: Path, out: Path, *options: str) -> int:
+    """``npdistil embed`` with the tiny model from ``src`` to ``out``; the exit status."""
+    return main(
+        [
+            "embed",
+            "--model",
+            str(FIXTURES / "tiny"),
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            *options,
+        ]
+    )
+
+
 def _corpus(path: Path, n: int) -> list[str]:
     words = TEXTS[4].split()
     texts = [" ".join(words[(i * 7) % 30 : (i * 7) % 30 + 1 + i % 13]) for i in range(n)]
@@ -210,24 +226,7 @@ def _corpus(path: Path, n: int) -> list[str]:
 def test_cli_streams_a_large_file_to_npy_in_input_order(model, tmp_path):
     texts = _corpus(tmp_path / "in.txt", 3000)
     out = tmp_path / "out.npy"
-    assert (
-        main(
-            [
-                "embed",
-                "--model",
-                str(FIXTURES / "tiny"),
-                "--input",
-                str(tmp_path / "in.txt"),
-                "--output",
-                str(out),
-                "--chunk-size",
-                "400",
-                "--batch-size",
-                "64",
-            ]
-        )
-        == 0
-    )
+    assert _embed_file(tmp_path / "in.txt", out, "--chunk-size", "400", "--batch-size", "64") == 0
     got = np.load(out)
     assert got.shape == (3000, 20)
     picks = [0, 1, 399, 400, 401, 1777, 2999]
@@ -239,24 +238,7 @@ def test_cli_jsonl_in_and_out_keeps_ids(model, tmp_path):
     records = [{"id": f"doc-{i}", "body": t} for i, t in enumerate(["Hello world!", "The", LONG])]
     (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(r) for r in records))
     out = tmp_path / "out.jsonl"
-    assert (
-        main(
-            [
-                "embed",
-                "--model",
-                str(FIXTURES / "tiny"),
-                "--input",
-                str(tmp_path / "in.jsonl"),
-                "--field",
-                "body",
-                "--output",
-                str(out),
-                "--output-value",
-                "word",
-            ]
-        )
-        == 0
-    )
+    assert _embed_file(tmp_path / "in.jsonl", out, "--field", "body", "--output-value", "word") == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in lines] == ["doc-0", "doc-1", "doc-2"]
     assert lines[0]["words"] == ["Hello", "world", "!"]
@@ -267,22 +249,7 @@ def test_cli_jsonl_in_and_out_keeps_ids(model, tmp_path):
 def test_cli_npz_token_output(tmp_path):
     (tmp_path / "in.txt").write_text("Hello world!\nThe cat\n")
     out = tmp_path / "out.npz"
-    assert (
-        main(
-            [
-                "embed",
-                "--model",
-                str(FIXTURES / "tiny"),
-                "--input",
-                str(tmp_path / "in.txt"),
-                "--output",
-                str(out),
-                "--output-value",
-                "token",
-            ]
-        )
-        == 0
-    )
+    assert _embed_file(tmp_path / "in.txt", out, "--output-value", "token") == 0
     z = np.load(out)
     assert z["vectors_1"].shape[1] == 20 and list(z["tokens_0"])[:2] == ["H", "##e"]
 
@@ -290,22 +257,7 @@ def test_cli_npz_token_output(tmp_path):
 def test_cli_bad_input_leaves_no_output(tmp_path, capsys):
     (tmp_path / "in.jsonl").write_text('{"text": "ok"}\n{"other": 1}\n')
     out = tmp_path / "out.npy"
-    assert (
-        main(
-            [
-                "embed",
-                "--model",
-                str(FIXTURES / "tiny"),
-                "--input",
-                str(tmp_path / "in.jsonl"),
-                "--output",
-                str(out),
-                "--chunk-size",
-                "1",
-            ]
-        )
-        == 1
-    )
+    assert _embed_file(tmp_path / "in.jsonl", out, "--chunk-size", "1") == 1
     assert "in.jsonl:2: no string field 'text'" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "npdistil-cache") == ["in.jsonl"]
 
@@ -319,19 +271,7 @@ def test_cli_prints_a_few_texts(capsys):
 def _peak_bytes(tmp_path: Path, n: int) -> int:
     _corpus(tmp_path / f"in{n}.txt", n)
     tracemalloc.start()
-    main(
-        [
-            "embed",
-            "--model",
-            str(FIXTURES / "tiny"),
-            "--input",
-            str(tmp_path / f"in{n}.txt"),
-            "--output",
-            str(tmp_path / f"out{n}.npy"),
-            "--chunk-size",
-            "256",
-        ]
-    )
+    _embed_file(tmp_path / f"in{n}.txt", tmp_path / f"out{n}.npy", "--chunk-size", "256")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak
