@@ -1,0 +1,314 @@
+"""The numerical helpers against float64 references, and their fast paths against plain NumPy.
+
+Each accuracy test prints the figure it checks. The fast paths (cache-sized chunks, batches
+split between threads, packed sequences) must give what the straightforward computation gives:
+bit for bit where the same operations run on the same rows, within float32 rounding elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import sys
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import synthetic
+
+from npdistil import kernels, layout
+from npdistil import numerics as N
+from npdistil.config import DistilBertConfig
+from npdistil.model import forward, forward_packed
+
+RNG = np.random.default_rng(7)
+
+
+def _grid() -> np.ndarray:  # float32 inputs: dense where GELU and erf bend, wide in the tails
+    dense = np.linspace(-12, 12, 480_001)
+    tiny = np.geomspace(1e-30, 1, 2_000)
+    wide = np.geomspace(1, 3e38, 2_000)
+    return np.concatenate([dense, tiny, -tiny, wide, -wide, [0.0]]).astype(np.float32)
+
+
+X = _grid()
+X64 = X.astype(np.float64)
+
+
+def _report(name: str, value: float) -> float:
+    print(f"{name}: {value:.3g}")
+    return value
+
+
+def test_erf_matches_math_erf():
+    ref = np.array([math.erf(v) for v in X64])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or invalid-value warnings anywhere
+        got = N.erf(X)
+    assert got.dtype == np.float32
+    err = _report("erf max abs error", float(np.max(np.abs(got - ref))))
+    assert err <= 4e-7
+    small = np.abs(X64) < 1
+    rel = np.abs(got[small] - ref[small]) / np.maximum(np.abs(ref[small]), 1e-300)
+    assert _report("erf max relative error, |x| < 1", float(np.max(rel))) <= 1e-6
+    assert np.all(np.abs(got) <= 1)
+
+
+def test_gelu_matches_exact_erf_form():
+    ref = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in X64])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = N.gelu(X.copy())
+    scaled = np.abs(got - ref) / np.maximum(1, np.abs(X64))
+    err = _report("gelu max abs error / max(1, |x|)", float(np.max(scaled)))
+    assert err <= 2.5e-7  # about 2 float32 ulps
+    core = np.abs(X64) <= 12
+    _report("gelu max abs error, |x| <= 12", float(np.max(np.abs(got - ref)[core])))
+    assert np.isnan(N.gelu(np.array([np.nan], np.float32))[0])
+    assert N.gelu(np.array([np.inf], np.float32))[0] == np.inf
+
+
+def test_gelu_is_in_place_and_keeps_shape():
+    x = RNG.standard_normal((3, 5, 7)).astype(np.float32)
+    ref = N.gelu(x.copy().reshape(-1)).reshape(x.shape)
+    y = N.gelu(x)
+    assert y is x and np.array_equal(x, ref)
+    strided = RNG.standard_normal((6, 8)).astype(np.float32)
+    expected = N.gelu(strided[:, ::2].copy())
+    N.gelu(strided[:, ::2])
+    assert np.array_equal(strided[:, ::2], expected)
+
+
+def test_gelu_in_chunks_equals_gelu_row_by_row():
+    x = (RNG.standard_normal((300, 3072)) * 3).astype(np.float32)
+    big = N.gelu(x.copy())  # several cache-sized chunks
+    rowwise = np.stack([N.gelu(row.copy()) for row in x[:, None, :]])[:, 0]  # one small call each
+    assert np.array_equal(big, rowwise)
+
+
+def test_linear_with_activation_equals_plain_numpy():
+    x = RNG.standard_normal((200, 96)).astype(np.float32)
+    lin = N.Linear(
+        RNG.standard_normal((96, 500)).astype(np.float32),
+        RNG.standard_normal(500).astype(np.float32),
+    )
+    plain = x @ lin.weight + lin.bias
+    assert np.array_equal(N.linear(x, lin), plain)
+    assert np.array_equal(N.linear(x, lin, activation="gelu"), N.gelu(plain.copy()))
+    assert np.array_equal(N.linear(x, lin, activation="relu"), np.maximum(plain, 0))
+
+
+def _layer_norm64(x: np.ndarray, norm: N.LayerNorm, eps: float) -> np.ndarray:
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * norm.weight + norm.bias
+
+
+@pytest.mark.parametrize("shape", [(5, 20), (2, 300, 768)])
+def test_layer_norm_matches_float64(shape):
+    d = shape[-1]
+    x = (RNG.standard_normal(shape) * 4 + 3).astype(np.float32)
+    res = RNG.standard_normal(shape).astype(np.float32)
+    norm = N.LayerNorm(
+        (1 + 0.1 * RNG.standard_normal(d)).astype(np.float32),
+        (0.1 * RNG.standard_normal(d)).astype(np.float32),
+    )
+    ref = _layer_norm64(x.astype(np.float64) + res, norm, 1e-12)
+    got = N.layer_norm(x.copy(), norm, 1e-12, residual=res)
+    assert _report(f"layer_norm {shape} max abs error", float(np.max(np.abs(got - ref)))) <= 2e-6
+    rows = (x + res).reshape(-1, d)
+    one_by_one = np.stack([N.layer_norm(r[None].copy(), norm, 1e-12)[0] for r in rows])
+    assert np.array_equal(got.reshape(-1, d), one_by_one)  # chunked = row by row
+
+
+def test_layer_norm_of_a_constant_row_is_its_bias():
+    norm = N.LayerNorm(np.full(8, 2, np.float32), np.arange(8, dtype=np.float32))
+    assert np.array_equal(N.layer_norm(np.full((1, 8), 5, np.float32), norm, 1e-12)[0], norm.bias)
+
+
+def test_softmax_matches_float64():
+    x = (RNG.standard_normal((4, 6, 33)) * 10).astype(np.float32)
+    x64 = x.astype(np.float64)
+    ref = np.exp(x64 - x64.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    err = float(np.max(np.abs(N.softmax(x) - ref)))
+    assert _report("softmax max abs error", err) <= 3e-7
+
+
+def _attention64(qkv, mask, n_heads, scale):  # [B, T, 3D], [B, T] -> [B, T, D], [B, H, T, T]
+    b, t, three_d = qkv.shape
+    d = three_d // 3
+    q, k, v = (
+        qkv[..., i * d : (i + 1) * d].astype(np.float64).reshape(b, t, n_heads, -1).swapaxes(1, 2)
+        for i in range(3)
+    )
+    scores = (q * scale) @ k.swapaxes(-1, -2)
+    scores = np.where(mask[:, None, None, :] == 0, np.finfo(np.float32).min, scores)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return (probs @ v).swapaxes(1, 2).reshape(b, t, d), probs
+
+
+@pytest.mark.parametrize("b,t,heads,dh", [(3, 11, 4, 5), (4, 128, 12, 64), (1, 300, 2, 8)])
+def test_attention_matches_float64(b, t, heads, dh):
+    d = heads * dh
+    qkv = RNG.standard_normal((b, t, 3 * d)).astype(np.float32)
+    mask = np.ones((b, t), np.int64)
+    mask[1 % b, t // 2 :] = 0  # a padded row
+    if b > 2:
+        mask[2, :] = 0  # a row with every key masked: uniform, as transformers
+    ctx_ref, probs_ref = _attention64(qkv, mask, heads, 1 / math.sqrt(dh))
+    segs = N.Segments.padded(mask)
+    probs = np.empty((b, heads, t, t), np.float32)
+    ctx = N.attention(qkv.reshape(b * t, -1).copy(), segs, heads, 1 / math.sqrt(dh), probs)
+    ctx_fast = N.attention(qkv.reshape(b * t, -1).copy(), segs, heads, 1 / math.sqrt(dh))
+    err = _report(
+        f"attention {b}x{t} context max abs error",
+        float(np.max(np.abs(ctx - ctx_ref.reshape(b * t, d)))),
+    )
+    assert err <= 1e-5
+    assert _report("  probabilities", float(np.max(np.abs(probs - probs_ref)))) <= 1e-6
+    assert _report("  context, unnormalised path", float(np.max(np.abs(ctx_fast - ctx)))) <= 1e-5
+
+
+def test_run_parts_runs_every_part_once_in_order_and_reraises():
+    seen = np.zeros(10, np.int64)
+
+    def work(i: int) -> int:
+        seen[i] += 1
+        return i * i
+
+    assert kernels.run_parts(work, 10) == [i * i for i in range(10)]
+    assert np.all(seen == 1)
+
+    def fail(i: int) -> None:
+        if i == 3:
+            raise ValueError("part 3")
+
+    with pytest.raises(ValueError, match="part 3"):
+        kernels.run_parts(fail, 5)
+
+
+def test_parts_cover_every_row_or_sequence_once():
+    for n in (1, 2, 3, 8, 33):
+        parts = kernels.even_parts(n)
+        assert [i for p in parts for i in range(n)[p]] == list(range(n))
+    costs = [5, 1, 9, 3, 3, 7]
+    groups = kernels.balanced_parts(costs)
+    assert sorted(i for g in groups for i in g) == list(range(len(costs)))
+    assert kernels.balanced_parts(costs, min_cost=100) == [list(range(len(costs)))]
+
+
+def test_the_blas_limit_is_restored_after_a_split_run():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = threadpoolctl.threadpool_info()
+    kernels.run_parts(lambda i: np.ones((64, 64), np.float32) @ np.ones((64, 64), np.float32), 4)
+    assert threadpoolctl.threadpool_info() == before
+
+
+def _squares_in_parts() -> list[int]:
+    return kernels.run_parts(lambda i: i * i, 3)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_parts_still_run_in_a_forked_child():
+    assert _squares_in_parts() == [0, 1, 4]  # the helper threads exist in the parent
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_squares_in_parts) == [0, 1, 4]
+
+
+def test_without_threadpoolctl_nothing_is_split(monkeypatch):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # importing it fails
+    monkeypatch.setattr(kernels, "_BLAS", kernels._Blas())
+    assert kernels.n_threads() == 1
+    assert kernels.even_parts(8) == [slice(0, 8)]
+    assert kernels.run_parts(lambda i: i + 1, 3) == [1, 2, 3]
+
+
+# ---- whole forward passes on a mid-size random model ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mid_model():
+    """A small DistilBERT big enough for every threaded path (D 96, F 384, 4 heads)."""
+    c = synthetic.full_size_config() | {
+        "dim": 96,
+        "hidden_dim": 384,
+        "n_heads": 4,
+        "n_layers": 2,
+        "vocab_size": 500,
+        "max_position_embeddings": 300,
+    }
+    config = DistilBertConfig.from_dict(c)
+    rng = np.random.default_rng(3)
+    sd = {}
+    for key, shape in synthetic.full_size_key_shapes(c):
+        x = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.2)
+        sd[key] = x + np.float32(1) if "orm.weight" in key else x
+    tensors, _ = layout.from_hf_state_dict(sd, config, "mid")
+    return layout.build_weights(tensors, config, "mid"), config
+
+
+def test_forward_packed_equals_each_sequence_alone(mid_model):
+    weights, config = mid_model
+    lengths = [1, 2, 17, 128, 300, 5, 128, 64]
+    seqs = [RNG.integers(1, config.vocab_size, n) for n in lengths]
+    packed = forward_packed(seqs, weights, config)
+    worst = 0.0
+    for ids, got in zip(seqs, packed, strict=True):
+        alone = forward(ids[None], np.ones((1, len(ids)), np.int64), weights, config)
+        assert got.shape == (len(ids), config.dim)
+        worst = max(worst, float(np.max(np.abs(got - alone.last_hidden_state[0]))))
+    assert _report("forward_packed vs each sequence alone, max abs difference", worst) <= 1e-5
+
+
+def test_padded_batch_equals_each_sequence_alone(mid_model):
+    weights, config = mid_model
+    lengths = [40, 7, 1, 40]
+    ids = np.zeros((len(lengths), 40), np.int64)
+    mask = np.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = RNG.integers(1, config.vocab_size, n)
+        mask[i, :n] = 1
+    out = forward(ids, mask, weights, config, output_attentions=True, output_hidden_states=True)
+    assert len(out.hidden_states) == config.n_layers + 1 and len(out.attentions) == config.n_layers
+    worst = 0.0
+    for i, n in enumerate(lengths):
+        alone = forward(ids[i : i + 1, :n], mask[i : i + 1, :n], weights, config)
+        worst = max(worst, float(np.max(np.abs(out.last_hidden_state[i, :n] - alone[0][0]))))
+        assert np.all(out.attentions[-1][i, :, :, n:] == 0)  # padding keys get no attention
+    assert _report("padded batch vs each sequence alone, max abs difference", worst) <= 1e-5
+
+
+def test_one_model_called_from_eight_threads_at_once(mid_model):
+    weights, config = mid_model
+    inputs = [RNG.integers(1, config.vocab_size, (4, 100)) for _ in range(8)]
+    mask = np.ones((4, 100), np.int64)
+    expected = [forward(ids, mask, weights, config).last_hidden_state for ids in inputs]
+    packed_in = [RNG.integers(1, config.vocab_size, n) for n in (90, 3, 150, 64)]
+    packed_expected = forward_packed(packed_in, weights, config)
+    results: list = [None] * 8
+    start = threading.Barrier(8)
+
+    def run(i: int) -> None:
+        start.wait()
+        for _ in range(3):
+            if i % 2:
+                results[i] = forward(inputs[i], mask, weights, config).last_hidden_state
+            else:
+                results[i] = forward_packed(packed_in, weights, config)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, got in enumerate(results):
+        if i % 2:
+            np.testing.assert_array_equal(got, expected[i])
+        else:
+            for g, e in zip(got, packed_expected, strict=True):
+                np.testing.assert_array_equal(g, e)
