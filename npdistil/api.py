@@ -166,10 +166,8 @@ class DistilBert:
 
     # ---- embeddings ---------------------------------------------------------------------------
 
-    def _last_hidden(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return M.forward(
-            input_ids, attention_mask, self._file.weights, self.config
-        ).last_hidden_state
+    def _run_packed(self, sequences: list[np.ndarray]) -> list[np.ndarray]:
+        return M.forward_packed(sequences, self._file.weights, self.config)
 
     def encode(
         self,
@@ -210,7 +208,7 @@ class DistilBert:
         return E.encode(
             texts,
             self.tokenizer,
-            self._last_hidden,
+            self._run_packed,
             batch_size=batch_size,
             output_value=output_value,
             pooling=pooling,
@@ -230,7 +228,7 @@ class DistilBert:
         yields the results of each ``chunk_size`` texts, in input order. Takes the options of
         ``encode``."""
         return E.iter_encode(
-            texts, self.tokenizer, self._last_hidden, chunk_size=chunk_size, **options
+            texts, self.tokenizer, self._run_packed, chunk_size=chunk_size, **options
         )
 
     # ---- task heads ---------------------------------------------------------------------------

@@ -31,8 +31,8 @@ OutputValue = Literal["sentence_embedding", "token_embeddings", "word_embeddings
 Pooling = Literal["mean", "cls", "max"]
 LongText = Literal["window", "truncate", "error"]
 WordPooling = Literal["first", "mean", "max"]
-# [B, T] ids, [B, T] mask -> [B, T, D] last hidden state
-Encoder = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# n sequences of token ids (special tokens included) -> their last hidden states [n_i, D]
+Encoder = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
 class TokenEmbeddings(NamedTuple):
@@ -214,7 +214,8 @@ def _apply_long_text_policy(
 def _run_pieces(
     pieces: list[_Piece], tok: Tokenizer, run: Encoder, batch_size: int, progress: bool
 ) -> list[np.ndarray]:
-    """Every piece's hidden states [n + specials, D], batched by length."""
+    """Every piece's hidden states [specials + n, D], run ``batch_size`` at a time in order of
+    length, so that each batch holds pieces of about the same length."""
     order = sorted(range(len(pieces)), key=lambda j: len(pieces[j].ids))
     out: list[np.ndarray] = [np.empty(0)] * len(pieces)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -223,10 +224,9 @@ def _run_pieces(
 
         batches = tqdm(batches, desc="npdistil", unit="batch")
     for batch in batches:
-        input_ids, mask = tok.pad_ids([pieces[j].ids for j in batch])
-        hidden = run(input_ids, mask)  # [B, T, D]
-        for row, j in enumerate(batch):
-            out[j] = hidden[row, : len(pieces[j].ids) + tok.n_special]
+        sequences = [np.concatenate([tok.prefix_ids, pieces[j].ids, tok.suffix_ids]) for j in batch]
+        for j, hidden in zip(batch, run(sequences), strict=True):
+            out[j] = hidden
     return out
 
 
