@@ -20,6 +20,7 @@ import numpy as np
 from . import kernels
 from .config import DistilBertConfig
 from .numerics import LayerNorm, Linear, Segments, attention, layer_norm, linear, relu
+from .storage import gather_rows
 
 __all__ = [
     "Embeddings",
@@ -75,7 +76,7 @@ class ModelOutput(NamedTuple):
 def embed(
     input_ids: np.ndarray, positions: np.ndarray, emb: Embeddings, eps: float
 ) -> np.ndarray:  # [N] ids and positions -> [N, D]
-    x = emb.word[input_ids]  # [N] -> [N, D]
+    x = gather_rows(emb.word, input_ids)  # [N] -> [N, D]: emb.word[input_ids]
     return layer_norm(x, emb.norm, eps, residual=emb.position[positions])
 
 

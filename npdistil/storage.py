@@ -12,8 +12,10 @@ another process has mapped is never truncated under it (which would kill that pr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import mmap
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -24,7 +26,14 @@ import numpy as np
 
 from .errors import CheckpointError
 
-__all__ = ["TensorInfo", "read_header", "read_tensors", "write_atomic", "replace_atomic"]
+__all__ = [
+    "TensorInfo",
+    "gather_rows",
+    "read_header",
+    "read_tensors",
+    "write_atomic",
+    "replace_atomic",
+]
 
 # safetensors' own limit on the JSON header.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -151,7 +160,8 @@ def _tensor_info(path: Path, name: str, entry: object) -> TensorInfo:
 
 
 def read_tensors(
-    path: str | os.PathLike[str], header: Header | None = None
+    path: str | os.PathLike[str],
+    header: Header | None = None,
 ) -> dict[str, np.ndarray]:
     """Every tensor of a checked file, as read-only arrays mapped from the file.
 
@@ -161,9 +171,11 @@ def read_tensors(
     if not header.tensors:
         return {}
     try:
-        mapped = np.memmap(path, dtype=np.uint8, mode="r")
+        with open(path, "rb") as f:
+            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: can't map ({exc})") from None
+    mapped = np.frombuffer(mapping, dtype=np.uint8)
     out: dict[str, np.ndarray] = {}
     for name, info in header.tensors.items():
         start = header.data_start + info.begin
@@ -177,6 +189,34 @@ def read_tensors(
             array = (array.astype(np.uint32) << 16).view(np.float32)
         out[name] = array
     return out
+
+
+def gather_rows(table: np.ndarray, ids: np.ndarray) -> np.ndarray:  # [V, D], [N] -> [N, D]
+    """``table[ids]``, then, when ``table`` is mapped from a file, its pages are let go from
+    this process (they stay in the OS page cache, for the next lookup).
+
+    A lookup of a few thousand rows touches pages all over the 89 MB word-embedding table, and
+    the kernel maps their neighbours too: without this, all of it would count in the process's
+    resident memory for the rest of its life.
+    """
+    rows = table[ids]
+    owner, root = _mapping_of(table)
+    if owner is not None and hasattr(owner, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        start = table.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+        first = start - start % mmap.PAGESIZE
+        length = min(start + table.nbytes, len(owner)) - first
+        with contextlib.suppress(OSError, ValueError):
+            owner.madvise(mmap.MADV_DONTNEED, first, length)
+    return rows
+
+
+def _mapping_of(array: np.ndarray) -> tuple[mmap.mmap | None, np.ndarray]:
+    """The mmap an array views, and the array over the whole mapping (None when not mapped)."""
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    owner = root.base.obj if isinstance(root.base, memoryview) else root.base
+    return (owner if isinstance(owner, mmap.mmap) else None), root
 
 
 def replace_atomic(path: str | os.PathLike[str], write: Callable[[str], object]) -> None:
