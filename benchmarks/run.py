@@ -1,7 +1,7 @@
 """npdistil against PyTorch and ONNX Runtime on the CPU, side by side, in one run (issue 3).
 
     pip install -e ".[bench]"
-    python benchmarks/run.py            # about 8 minutes on 2 cores; --quick for a smoke run
+    python benchmarks/run.py    # ~15 min on an idle 2-core machine; --quick for a smoke run
 
 Same machine, same thread count (2 by default), same full-size distilbert-base-cased-shaped
 weights for all three systems. Each system runs in its own process; timed runs of the systems
@@ -200,7 +200,11 @@ class Quiet:
 
 
 def measure_shapes(
-    workers: dict[str, Worker], rounds: int, round_seconds: float, quiet: Quiet
+    workers: dict[str, Worker],
+    rounds: int,
+    round_seconds: float,
+    quiet: Quiet,
+    after_each: Any = None,
 ) -> dict[str, Any]:
     """Per shape: warm-up, then ``rounds`` rounds in which each system (in rotating order)
     makes enough back-to-back calls to fill about ``round_seconds``. Median per call."""
@@ -225,6 +229,8 @@ def measure_shapes(
             shape[name] = s
         results[f"{b}x{t}"] = shape
         log(f"  {b}x{t}: " + ", ".join(f"{n} {shape[n]['tokens_per_s']:,.0f} tok/s" for n in names))
+        if after_each is not None:
+            after_each()
     return results
 
 
@@ -243,7 +249,8 @@ def flops_per_token(t: int) -> dict[str, Any]:
     }
 
 
-def measure_peak(npdistil: Worker, n: int) -> dict[str, Any]:
+def measure_peak(npdistil: Worker, n: int, quiet: Quiet) -> dict[str, Any]:
+    quiet.wait()
     rates = npdistil.call("matmul_rates", [PEAK_SHAPE, *MODEL_SHAPES], n)
     shapes = [PEAK_SHAPE, *MODEL_SHAPES]
     return {
@@ -465,24 +472,22 @@ def measure_parity(workers: dict[str, Worker]) -> dict[str, Any]:
 
 
 def machine(before: dict[str, Any], threads: int) -> dict[str, Any]:
-    model = "unknown"
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
     except OSError:
         pass
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((x for x in f if x.startswith("flags")), "")
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f" {f}" in flags]
+    flags = info.get("flags", "").split()
+    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
     return {
-        "cpu": model,
+        "cpu": info.get("model name", platform.processor() or "unknown"),
+        "cpu_family_model": f"family {info.get('cpu family')} model {info.get('model')}",
+        "cpu_mhz": info.get("cpu MHz"),
         "cpu_count": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "simd": simd,
@@ -571,18 +576,23 @@ def markdown(r: dict[str, Any]) -> str:
         )
         or "unknown"
     )
+    build = npd.get("numpy_blas_build", {})
     tuning = m["environment_before"]
-    tuning_text = ", ".join(f"{k}={tuning.get(k)}" for k in OPENBLAS_TUNING)
-    in_effect = ", ".join(f"{k}={v}" for k, v in m["openblas_tuning_in_effect"].items())
+    tuning_text = ", ".join(f"{k}={tuning.get(k) or '(unset)'}" for k in OPENBLAS_TUNING)
+    in_effect = ", ".join(
+        f"{k}={v or '(unset)'}" for k, v in m["openblas_tuning_in_effect"].items()
+    )
     torch_info = sysinfo["pytorch"]
     lines = [
         "### Machine",
         "",
-        f"- CPU: {m['cpu']}, {m['cpu_count']} cores ({', '.join(m['simd'])}); "
+        f"- CPU: {m['cpu']} ({m.get('cpu_family_model')}, {m.get('cpu_mhz')} MHz), "
+        f"{m['cpu_count']} cores ({', '.join(m['simd'])}); "
         f"{m['platform']}; Python {m['python']}",
         f"- Threads: {m['threads']} for every system (OMP/OPENBLAS/MKL_NUM_THREADS, "
         "torch.set_num_threads, ORT intra_op_num_threads)",
-        f"- NumPy {npd['numpy']}, BLAS: {blas}",
+        f"- NumPy {npd['numpy']}, BLAS: {blas}; NumPy's build: "
+        f"{build.get('openblas configuration') or build.get('name', 'unknown')}",
         f"- OpenBLAS tuning variables found: {tuning_text}; in effect for the run: {in_effect}",
         f"- PyTorch {torch_info['torch']} ({torch_info['attn_implementation']} attention, "
         f"{torch_info['threads']} threads), transformers {torch_info['transformers']}; "
@@ -617,7 +627,7 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"- float32 matmul peak of NumPy, {PEAK_SHAPE[0]}x{PEAK_SHAPE[1]} @ "
         f"{PEAK_SHAPE[1]}x{PEAK_SHAPE[2]}: **{roof['peak_gflops']:.0f} GFLOP/s** (best of "
-        "the timings at start and end of the run)",
+        "its timings at the start, after each shape and at the end of the run)",
         f"- FLOPs per token at T={fpt['T']}: {fpt['flops_per_token'] / 1e6:.1f} MFLOP "
         f"({fpt['formula']}; elementwise work not counted)",
         f"- roofline: {roof['tokens_per_s']:,.0f} tokens/s",
@@ -627,7 +637,7 @@ def markdown(r: dict[str, Any]) -> str:
         + ", ".join(
             f"{shape} {100 * frac:.0f}%" for shape, frac in roof["pytorch_fraction"].items()
         ),
-        "- NumPy matmul at the model's shapes (best / median GFLOP/s): "
+        "- NumPy matmul at the model's shapes (best timing / best median, GFLOP/s): "
         + "; ".join(f"{k} {v['max']:.0f} / {v['median']:.0f}" for k, v in roof["matmul"].items()),
     ]
     if "corpus" in r:
@@ -759,9 +769,16 @@ def main(argv: list[str] | None = None) -> int:
         r["parity"] = measure_parity(workers)
         log("matmul peak ...")
         peak_runs = 5 if args.quick else 10
-        first_peak = measure_peak(workers["npdistil"], peak_runs)
+        # Timed at the start, after each shape and at the end: the best is the machine's.
+        peaks = [measure_peak(workers["npdistil"], peak_runs, quiet)]
         log("throughput and latency, systems interleaved ...")
-        r["throughput"] = measure_shapes(workers, rounds, 0.3 if args.quick else 0.5, quiet)
+        r["throughput"] = measure_shapes(
+            workers,
+            rounds,
+            0.3 if args.quick else 0.5,
+            quiet,
+            lambda: peaks.append(measure_peak(workers["npdistil"], peak_runs, quiet)),
+        )
         if not args.skip_corpus:
             texts = assets_module.corpus()
             step = args.corpus_step or (8 if args.quick else 1)
@@ -771,19 +788,24 @@ def main(argv: list[str] | None = None) -> int:
             log(f"corpus: {len(texts)} paragraphs, {r['corpus_stats']['real_tokens']:,} tokens")
             r["corpus"] = measure_corpus(workers, texts, r["corpus_stats"], quiet)
         log("matmul peak again ...")
-        last_peak = measure_peak(workers["npdistil"], peak_runs)
+        peaks.append(measure_peak(workers["npdistil"], peak_runs, quiet))
     finally:
         for w in workers.values():
             w.close()
 
-    peak_key = next(iter(first_peak))
-    peak = max(first_peak[peak_key]["max"], last_peak[peak_key]["max"]) * 1e9
+    peak_key = next(iter(peaks[0]))
+    peak = max(p[peak_key]["max"] for p in peaks) * 1e9
+    best_at_shapes = {
+        k: {"max": max(p[k]["max"] for p in peaks), "median": max(p[k]["median"] for p in peaks)}
+        for k in peaks[0]
+        if k != peak_key
+    }
     flops = flops_per_token(T_ROOF)
     roof_tps = peak / flops["flops_per_token"]
     r["roofline"] = {
         "peak_gflops": peak / 1e9,
-        "peak_runs": {"start": first_peak, "end": last_peak},
-        "matmul": {k: v for k, v in first_peak.items() if k != peak_key},
+        "peak_runs": peaks,
+        "matmul": best_at_shapes,
         "flops": flops,
         "tokens_per_s": roof_tps,
         "fraction": {
