@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import tokenizers
 from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers.processors import TemplateProcessing
 
 from .errors import CheckpointError, InputError, InputTypeError
 
@@ -86,6 +87,15 @@ class Tokenizer:
             raise CheckpointError(f"tokenizer definition is not valid: {exc}") from None
         tok.no_truncation()
         tok.no_padding()
+        if tok.post_processor is None:  # a bare trainer output: add BERT's, as transformers does
+            ids = {t: tok.token_to_id(t) for t in ("[CLS]", "[SEP]")}
+            if None not in ids.values():
+                tok.post_processor = TemplateProcessing(
+                    single="[CLS] $A [SEP]",
+                    pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                    special_tokens=list(ids.items()),  # type: ignore[arg-type]
+                )
+                tokenizer_json = tok.to_str()
         self._tok = tok
         self._json = tokenizer_json
         self.max_length = max_length

@@ -110,6 +110,15 @@ def test_vocab_txt_only_tokenizer_equals_tokenizer_json(folder):
     np.testing.assert_array_equal(batch.attention_mask, MASK)
 
 
+def test_a_tokenizer_without_post_processor_gets_bert_special_tokens(folder):
+    definition = json.loads((folder / "tokenizer.json").read_text())
+    definition["post_processor"] = None  # as the tokenizers trainer writes it
+    (folder / "tokenizer.json").write_text(json.dumps(definition))
+    with pytest.warns(UserWarning, match="truncated"):
+        batch = npdistil.load(folder).tokenizer(META["texts"])
+    np.testing.assert_array_equal(batch.input_ids, IDS)
+
+
 def test_no_tokenizer_still_runs_ids(folder):
     for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
         (folder / name).unlink()
