@@ -118,12 +118,13 @@ def padded_batch(
     positions = np.tile(np.arange(t), b)  # positions run 0..T-1: padding is on the right
     x = embed(input_ids.reshape(-1), positions, weights.embeddings, config.layer_norm_eps)
     hidden_states = [x.reshape(b, t, -1)]  # [N, D] -> [B, T, D], views
-    attentions = []
+    attentions: list[np.ndarray] = []
     for blk in weights.blocks:
         probs = np.empty((b, config.n_heads, t, t), np.float32) if keep_attentions else None
         x = block(x, segs, blk, config, probs)
         hidden_states.append(x.reshape(b, t, -1))
-        attentions.append(probs)
+        if probs is not None:
+            attentions.append(probs)
     return ModelOutput(
         last_hidden_state=hidden_states[-1],
         hidden_states=tuple(hidden_states) if keep_hidden_states else None,

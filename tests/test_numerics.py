@@ -263,6 +263,10 @@ def test_forward_packed_equals_each_sequence_alone(mid_model):
         assert got.shape == (len(ids), config.dim)
         worst = max(worst, float(np.max(np.abs(got - alone.last_hidden_state[0]))))
     assert _report("forward_packed vs each sequence alone, max abs difference", worst) <= 1e-5
+    assert forward_packed([], weights, config) == []
+    empty = forward_packed([seqs[2], np.zeros(0, np.int64)], weights, config)
+    assert empty[1].shape == (0, config.dim)
+    np.testing.assert_allclose(empty[0], packed[2], atol=1e-5)
 
 
 def test_padded_batch_equals_each_sequence_alone(mid_model):
