@@ -52,12 +52,6 @@ class WordEmbeddings(NamedTuple):
     offsets: np.ndarray  # [w, 2] character offsets into the text
 
 
-class _Piece(NamedTuple):
-    text: int  # index of the text in its chunk
-    start: int  # first content token of the window
-    ids: np.ndarray  # [n] content ids of the window
-
-
 def plan_windows(n: int, room: int, stride: int) -> tuple[list[int], np.ndarray]:
     """Window starts for ``n`` content tokens, ``room`` per window, ``stride`` shared between
     neighbours; and for every token, the window it takes its vector from.
@@ -124,10 +118,8 @@ def encode(
         plans = [plan_windows(len(t.ids), room, stride) for t in pieces_of]
     else:  # one window per text: its first `room` tokens
         plans = [([0], np.zeros(min(len(t.ids), room), np.int64)) for t in pieces_of]
-    pieces = [
-        _Piece(i, s, t.ids[s : s + room])
-        for i, (t, (starts, _)) in enumerate(zip(pieces_of, plans, strict=True))
-        for s in starts
+    pieces = [  # the content ids of every window of every text, text by text, in order
+        t.ids[s : s + room] for t, (starts, _) in zip(pieces_of, plans, strict=True) for s in starts
     ]
     vectors = iter(_run_pieces(pieces, tokenizer, run, batch_size, show_progress_bar))
     results = []  # per text: [specials + tokens, D], pieces being grouped by text, in order
@@ -212,11 +204,11 @@ def _apply_long_text_policy(
 
 
 def _run_pieces(
-    pieces: list[_Piece], tok: Tokenizer, run: Encoder, batch_size: int, progress: bool
+    pieces: list[np.ndarray], tok: Tokenizer, run: Encoder, batch_size: int, progress: bool
 ) -> list[np.ndarray]:
     """Every piece's hidden states [specials + n, D], run ``batch_size`` at a time in order of
     length, so that each batch holds pieces of about the same length."""
-    order = sorted(range(len(pieces)), key=lambda j: len(pieces[j].ids))
+    order = sorted(range(len(pieces)), key=lambda j: len(pieces[j]))
     out: list[np.ndarray] = [np.empty(0)] * len(pieces)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if progress:
@@ -224,7 +216,7 @@ def _run_pieces(
 
         batches = tqdm(batches, desc="npdistil", unit="batch")
     for batch in batches:
-        sequences = [np.concatenate([tok.prefix_ids, pieces[j].ids, tok.suffix_ids]) for j in batch]
+        sequences = [np.concatenate([tok.prefix_ids, pieces[j], tok.suffix_ids]) for j in batch]
         for j, hidden in zip(batch, run(sequences), strict=True):
             out[j] = hidden
     return out
