@@ -60,7 +60,7 @@ def plan_windows(n: int, room: int, stride: int) -> tuple[list[int], np.ndarray]
     every window is full. A token takes the window where its nearer edge is farthest away.
 
     >>> plan_windows(10, 4, 2)
-    ([0, 2, 4, 6], array([0, 0, 1, 1, 2, 2, 3, 3, 3, 3]))
+    ([0, 2, 4, 6], array([0, 0, 0, 1, 1, 2, 2, 3, 3, 3]))
     """
     if n <= room:
         return [0], np.zeros(n, dtype=np.int64)

@@ -149,9 +149,11 @@ class _Job:
 def run_parts(work: Callable[[int], R], n: int) -> list[R]:
     """``[work(0), ..., work(n - 1)]``, the parts run at once on the helper threads and the
     calling one, BLAS limited to one thread each. Parts must not write to the same memory; an
-    exception in one is re-raised here. One part runs in the caller, BLAS untouched."""
+    exception in one is re-raised here. One part runs in the caller alone, still with one BLAS
+    thread, so that its bits never depend on what else runs in the process."""
     if n == 1:
-        return [work(0)]
+        with _BLAS:
+            return [work(0)]
     job = _Job(work, n)
     with _BLAS:
         pool = _helpers()

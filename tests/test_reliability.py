@@ -135,16 +135,20 @@ _MAP_SCRIPT = textwrap.dedent(
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
 def test_two_processes_share_the_pages_of_one_converted_file(full_size_folder, tmp_path):
     path = str(npdistil.load(full_size_folder, cache_dir=tmp_path).path)
-    procs = [
-        subprocess.Popen(
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
             [sys.executable, "-c", _MAP_SCRIPT, path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
-    ]
+
+    # The second process starts only once the first has touched its pages and reported, and
+    # the first keeps them mapped until told to exit: no race between the two.
+    procs = [start()]
     first = procs[0].stdout.readline().split()
+    procs.append(start())
     second = procs[1].stdout.readline().split()
     for p in procs:
         p.communicate("\n", timeout=30)
