@@ -1,36 +1,38 @@
-"""Running a batch on every core: the batch is cut into one part per core, and each part runs
-the whole forward pass in its own thread, with BLAS limited to one thread per call.
+"""Running one forward pass on every core, with results that do not depend on what else runs.
 
-Why not let BLAS use every core and split only the elementwise work? Measured on a 2-core
-machine, that gains nothing: between matrix products OpenBLAS's worker threads keep spinning on
-the cores the elementwise chunks want, and NumPy operations short enough to stay in cache
-hand the GIL back and forth more than they compute. Whole parts avoid both: each thread does
-long, independent runs of matrix products and elementwise operations (NumPy releases the GIL in
-both), and only meets the others at the end. One-thread BLAS on half the rows runs as fast per
-core as multi-threaded BLAS on all of them.
+The tokens of a batch (all its sequences back to back, [N, D]) are cut into one run of rows per
+thread. Each thread takes its rows through the whole encoder, and the threads meet once per
+layer: after each has written its rows' keys and values, since attention looks at every key of
+a sequence (``model.py`` shows where). NumPy releases the GIL in matrix products and in long
+elementwise operations, so the threads run in parallel.
 
-The per-call BLAS limit is process-wide (BLAS libraries have no per-thread setting): while any
-forward pass is running split, NumPy matrix products elsewhere in the process also run on one
-thread. It is set through threadpoolctl when that is installed; without it, batches are not
-split and run as before, BLAS threads only.
+Every matrix product npdistil makes runs with BLAS held to one thread, whether or not the pass
+is split: parallelism is npdistil's own, and that is what makes its results reproducible. BLAS
+libraries compute a product with different rounding depending on their thread count (OpenBLAS's
+Haswell kernels do, for example), and the thread count is process-wide, so a product left
+multi-threaded would change its bits whenever another call held BLAS to one thread. With the
+limit always on, and the cut into parts decided by the inputs and npdistil's thread count only,
+**the same call gives the same bits, whatever else runs in the process**. The price: while a
+forward pass runs, other NumPy matrix products in the same process also run on one BLAS thread.
 
-Thread safety: each call owns its parts, their outputs and its completion state; the helper
-threads are shared by all callers and hold nothing between tasks, and the BLAS limit is
-reference-counted (the first caller in lowers it, the last one out restores it). A caller
-never waits for a helper to *start*: it takes parts itself until none are left and then waits
-only for parts a helper has already begun, so concurrent callers cannot block each other.
+The limit is set through OpenBLAS's own ``openblas_set_num_threads`` (found with threadpoolctl),
+not through threadpoolctl's ``threadpool_limits``: threadpoolctl >= 3.8 lets only the first
+thread that ever set a limit change OpenBLAS's, and silently ignores every other thread.
+Other BLAS libraries go through threadpoolctl. Without either, passes are not split and BLAS
+runs as configured.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from itertools import count, pairwise
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["n_threads", "run_parts", "even_parts", "balanced_parts"]
+import numpy as np
+
+__all__ = ["n_threads", "run_together", "split_rows", "snap_rows"]
 
 R = TypeVar("R")
 
@@ -42,154 +44,269 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-class _Blas:
-    """NumPy's BLAS thread count, and a process-wide, reference-counted limit to one thread."""
+# ---- holding BLAS to one thread -------------------------------------------------------------
+
+
+class _ThreadSetting(Protocol):
+    def get(self) -> int: ...
+    def set(self, n: int) -> None: ...
+
+
+class _OpenBlas:
+    """OpenBLAS's process-wide thread count, through its own C functions."""
+
+    def __init__(self, path: str) -> None:
+        lib = ctypes.CDLL(path)
+        # NumPy's wheels rename the symbols (scipy_openblas_set_num_threads64_); plain builds don't.
+        for prefix in ("scipy_", ""):
+            for suffix in ("64_", "_64", ""):
+                try:
+                    self._get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+                    self._set = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
+                except AttributeError:
+                    continue
+                self._set.argtypes, self._set.restype = [ctypes.c_int], None
+                return
+        raise OSError(f"{path}: no openblas_set_num_threads")
+
+    def get(self) -> int:
+        return int(self._get())
+
+    def set(self, n: int) -> None:
+        self._set(n)
+
+
+class _Library:
+    """Any other BLAS threadpoolctl drives (MKL, BLIS, ...): they have no such restriction."""
+
+    def __init__(self, controller: Any) -> None:
+        self._controller = controller
+
+    def get(self) -> int:
+        return int(self._controller.get_num_threads())
+
+    def set(self, n: int) -> None:
+        self._controller.set_num_threads(n)
+
+
+class _AllOf:
+    """Every BLAS library loaded in the process (usually one)."""
+
+    def __init__(self, libraries: list[_ThreadSetting]) -> None:
+        self._libraries = libraries
+
+    def get(self) -> int:
+        return min(lib.get() for lib in self._libraries)
+
+    def set(self, n: int) -> None:
+        for lib in self._libraries:
+            lib.set(n)
+
+
+def _find_blas() -> _ThreadSetting | None:
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        found = ThreadpoolController().select(user_api="blas").lib_controllers
+        libraries: list[_ThreadSetting] = [
+            _OpenBlas(lib.filepath) if lib.internal_api == "openblas" else _Library(lib)
+            for lib in found
+        ]
+        return _AllOf(libraries) if libraries else None
+    except Exception:  # not installed, or a BLAS it cannot drive: don't split
+        return None
+
+
+class _OneBlasThread:
+    """A reference-counted, process-wide hold of BLAS at one thread: the first call in lowers
+    it, the last one out restores what it was."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._users = 0
-        self._limiter: Any = None
-        self._controller: Any = None
-        self._checked = False
+        self._saved = 1
+        self._blas: _ThreadSetting | None = None
+        self._found = False
 
-    def _blas(self) -> Any:
-        if not self._checked:  # once: finding the libraries scans the loaded ones (~1 ms)
-            self._checked = True
-            try:
-                import numpy  # noqa: F401  (its BLAS must be loaded to be found)
-                from threadpoolctl import ThreadpoolController
-
-                self._controller = ThreadpoolController().select(user_api="blas")
-            except Exception:  # not installed, or an unknown BLAS: don't split
-                self._controller = None
-        return self._controller
+    def _setting(self) -> _ThreadSetting | None:
+        if not self._found:  # once: finding the library scans the loaded ones (~1 ms)
+            self._blas, self._found = _find_blas(), True
+        return self._blas
 
     def threads(self) -> int:
-        """How many threads BLAS would use (1 when it cannot be limited)."""
+        """BLAS's configured thread count (not our hold of it); 1 if it cannot be held."""
         with self._lock:
-            if self._limiter is not None:  # lowered by us right now: what it was before
-                return max(1, self._limiter.get_original_num_threads()["blas"] or 1)
-            blas = self._blas()
-            if blas is None or not blas.lib_controllers:
+            blas = self._setting()
+            if blas is None:
                 return 1
-            return max(1, min(int(i["num_threads"]) for i in blas.info()))
+            return max(1, self._saved if self._users else blas.get())
 
     def __enter__(self) -> None:
         with self._lock:
-            if self._users == 0 and (blas := self._blas()) is not None:
-                self._limiter = blas.limit(limits=1)
+            blas = self._setting()
+            if self._users == 0 and blas is not None:
+                self._saved = blas.get()
+                if self._saved != 1:
+                    blas.set(1)
             self._users += 1
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self._users -= 1
-            if self._users == 0 and self._limiter is not None:
-                self._limiter.restore_original_limits()
-                self._limiter = None
+            if self._users == 0 and self._blas is not None and self._saved != 1:
+                self._blas.set(self._saved)
 
 
-_BLAS = _Blas()
+# ---- helper threads ---------------------------------------------------------------------------
+
+
+class _Helper:
+    """A parked thread that runs one task at a time, handed to it by ``start``."""
+
+    def __init__(self) -> None:
+        self._task: Callable[[], None] | None = None
+        self._ready = threading.Semaphore(0)
+        threading.Thread(target=self._loop, name="npdistil", daemon=True).start()
+
+    def start(self, task: Callable[[], None]) -> None:
+        self._task = task
+        self._ready.release()
+
+    def _loop(self) -> None:
+        while True:
+            self._ready.acquire()
+            task, self._task = self._task, None
+            assert task is not None
+            task()
+            _park(self)
+
+
+_BLAS = _OneBlasThread()
 _CORES = _cores()
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+_idle: list[_Helper] = []
+_idle_lock = threading.Lock()
+
+
+def _helper() -> _Helper:
+    """An idle helper thread, or a new one. Every part of a pass gets a thread of its own (they
+    wait for each other once per layer), so concurrent passes never wait for each other's."""
+    with _idle_lock:
+        if _idle:
+            return _idle.pop()
+    return _Helper()
+
+
+def _park(helper: _Helper) -> None:
+    with _idle_lock:
+        _idle.append(helper)
 
 
 def _forget_threads() -> None:
     """In a forked child: the helper threads did not survive the fork, and a lock one of them
     held would stay held, so start afresh."""
-    global _BLAS, _pool, _pool_lock
-    _BLAS, _pool, _pool_lock = _Blas(), None, threading.Lock()
+    global _BLAS, _idle, _idle_lock
+    _BLAS, _idle, _idle_lock = _OneBlasThread(), [], threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_threads)
 
 
+# ---- the public face ---------------------------------------------------------------------------
+
+
 def n_threads() -> int:
-    """Threads a batch is split between: BLAS's own thread count (so ``OPENBLAS_NUM_THREADS``
-    and threadpoolctl limits are respected), at most the usable cores; 1 without threadpoolctl."""
+    """Threads a pass is split between: BLAS's configured thread count (so
+    ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` and threadpoolctl limits are respected), at
+    most the usable cores; 1 when BLAS cannot be held to one thread."""
     return max(1, min(_CORES, _BLAS.threads()))
 
 
-def _helpers() -> ThreadPoolExecutor:
-    """The shared helper threads, made on first use."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max(1, _CORES - 1), thread_name_prefix="npdistil")
-        return _pool
+def _no_wait() -> None:
+    pass
 
 
-class _Job:
-    """One call's parts, handed out one at a time to whichever thread asks first."""
-
-    def __init__(self, work: Callable[[int], Any], n: int) -> None:
-        self.work = work
-        self.n = n
-        self.results: list[Any] = [None] * n
-        self.next_part = count()  # next() on itertools.count is atomic under the GIL
-        self.lock = threading.Lock()
-        self.pending = n
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        while (i := next(self.next_part)) < self.n:
-            try:
-                if self.error is None:
-                    self.results[i] = self.work(i)
-            except BaseException as e:  # re-raised in the calling thread
-                self.error = e
-            with self.lock:
-                self.pending -= 1
-                if self.pending == 0:
-                    self.done.set()
-
-
-def run_parts(work: Callable[[int], R], n: int) -> list[R]:
-    """``[work(0), ..., work(n - 1)]``, the parts run at once on the helper threads and the
-    calling one, BLAS limited to one thread each. Parts must not write to the same memory; an
-    exception in one is re-raised here. One part runs in the caller alone, still with one BLAS
-    thread, so that its bits never depend on what else runs in the process."""
-    if n == 1:
-        with _BLAS:
-            return [work(0)]
-    job = _Job(work, n)
+def run_together(work: Callable[[int, Callable[[], object]], R], n: int) -> list[R]:
+    """``[work(0, sync), ..., work(n - 1, sync)]``, every part in a thread of its own at the same
+    time (part 0 in the caller), BLAS held to one thread. ``sync()`` returns once every part has
+    called it. An exception in a part is re-raised here (the other parts' waits are broken)."""
     with _BLAS:
-        pool = _helpers()
-        for _ in range(min(n, _CORES) - 1):
-            pool.submit(job.run)
-        job.run()
-        job.done.wait()
-    if job.error is not None:
-        raise job.error
-    return job.results
+        if n == 1:
+            return [work(0, _no_wait)]
+        barrier = threading.Barrier(n)
+        results: list[Any] = [None] * n
+        errors: list[BaseException | None] = [None] * n
+        finished = threading.Semaphore(0)
+
+        def part(i: int) -> None:
+            try:
+                results[i] = work(i, barrier.wait)
+            except BaseException as exc:  # re-raised by the caller
+                errors[i] = exc
+                barrier.abort()  # parts waiting for this one give up
+            finally:
+                if i:
+                    finished.release()
+
+        for i in range(1, n):
+            _helper().start(lambda i=i: part(i))  # type: ignore[misc]
+        part(0)
+        for _ in range(1, n):
+            finished.acquire()
+    first = next((e for e in errors if e and not isinstance(e, threading.BrokenBarrierError)), None)
+    if first is not None or any(errors):
+        raise first or next(e for e in errors if e)  # type: ignore[misc]
+    return results
 
 
-def even_parts(n_rows: int, min_rows: int = 1) -> list[slice]:
-    """Rows ``0..n_rows-1`` cut into one run of consecutive rows per thread, as even as can be,
-    or a single run when splitting would not pay: parts of fewer than ``min_rows`` rows, or so
-    uneven that the longest part takes longer alone than the whole on multi-threaded BLAS."""
-    n = min(n_threads(), n_rows // max(min_rows, 1))
-    longest = -(-n_rows // max(n, 1))
-    # One-thread BLAS on a part runs ~10% faster per core than all threads on the whole.
-    if n < 2 or longest * n > 1.1 * n_rows:
-        return [slice(0, n_rows)]
-    bounds = [n_rows * i // n for i in range(n + 1)]
-    return [slice(a, b) for a, b in pairwise(bounds)]
+def split_rows(costs: np.ndarray | Sequence[float], parts: int, min_rows: int) -> list[slice]:
+    """Rows ``0..N-1`` (``costs[i]`` the work of row ``i``) cut into at most ``parts`` runs of
+    consecutive rows with about equal work, each at least ``min_rows`` long (one run when that
+    leaves fewer than two).
 
-
-def balanced_parts(costs: Sequence[float], min_cost: float = 0) -> list[list[int]]:
-    """Indices of ``costs`` dealt into one group per thread with sums as even as can be (the
-    largest first, each to the lightest group), or one group when the total is below
-    ``min_cost`` per thread."""
-    n = min(n_threads(), len(costs), max(1, int(sum(costs) // max(min_cost, 1e-9))))
+    >>> split_rows([1, 1, 1, 1, 1, 1, 1, 1, 1, 1], parts=2, min_rows=2)
+    [slice(0, 5, None), slice(5, 10, None)]
+    >>> split_rows([1, 1, 1, 1, 1, 1, 1, 1, 1, 5], parts=2, min_rows=2)
+    [slice(0, 7, None), slice(7, 10, None)]
+    """
+    n_rows = len(costs)
+    n = min(parts, n_rows // max(min_rows, 1))
     if n < 2:
-        return [list(range(len(costs)))]
-    groups: list[list[int]] = [[] for _ in range(n)]
-    loads = [0.0] * n
-    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
-        g = loads.index(min(loads))
-        groups[g].append(i)
-        loads[g] += costs[i]
-    return [sorted(g) for g in groups]
+        return [slice(0, n_rows)]
+    total = np.cumsum(np.asarray(costs, dtype=np.float64))
+    # Part k ends where the running cost first reaches k/n of the total.
+    ends = np.searchsorted(total, total[-1] * np.arange(1, n) / n, side="left") + 1
+    bounds = [0, *(int(e) for e in ends), n_rows]
+    for k in range(1, n):  # keep every part at least min_rows long
+        bounds[k] = min(max(bounds[k], bounds[k - 1] + min_rows), n_rows - (n - k) * min_rows)
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def snap_rows(runs: list[slice], costs: np.ndarray, starts: np.ndarray) -> list[slice] | None:
+    """``runs`` moved to end where a sequence starts (``starts``: the first row of every
+    sequence), if their work then stays within 10% of even; None if it would not.
+
+    Parts that hold whole sequences never read each other's rows, so they need not wait for
+    each other (see ``model.encoder``).
+
+    >>> snap_rows([slice(0, 10), slice(10, 20)], np.ones(20), np.array([0, 4, 9, 15]))
+    [slice(0, 9, None), slice(9, 20, None)]
+    >>> snap_rows([slice(0, 10), slice(10, 20)], np.ones(20), np.array([0, 4, 15])) is None
+    True
+    """
+    if len(runs) < 2:
+        return runs
+    n_rows = runs[-1].stop
+    total = np.concatenate([[0.0], np.cumsum(costs, dtype=np.float64)])
+    inner = starts[(starts > 0) & (starts < n_rows)]
+    if not len(inner):
+        return None
+    bounds = [0]
+    for r in runs[:-1]:  # the nearest sequence start to each cut
+        k = int(np.abs(inner - r.stop).argmin())
+        bounds.append(max(int(inner[k]), bounds[-1]))
+    bounds.append(n_rows)
+    work = np.diff(total[bounds])
+    if work.min() <= 0 or work.max() > 1.1 * total[-1] / len(runs):
+        return None
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]

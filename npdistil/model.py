@@ -12,7 +12,7 @@ The numbers follow Hugging Face transformers' ``modeling_distilbert.py``, the or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +43,7 @@ class Embeddings(NamedTuple):
     word: np.ndarray  # [V, D]
     position: np.ndarray  # [P, D], learned or the fixed sinusoidal table
     norm: LayerNorm  # [D]
+    token_type: np.ndarray | None = None  # [types, D], BERT's sentence A/B table; DistilBERT: None
 
 
 class Block(NamedTuple):
@@ -69,93 +70,158 @@ class ModelOutput(NamedTuple):
 
 # ---- the encoder -----------------------------------------------------------------------------
 # Inside the encoder every token is a row of one [N, D] matrix: N = B * T for a padded batch, or
-# the sum of the lengths for a packed one. Only attention looks across tokens, and it is told
-# where each sequence lies (Segments); everything else runs on all N rows at once.
+# the sum of the lengths when packed. Only attention looks across tokens, and it is told where
+# each sequence lies (Segments); everything else works row by row. So the rows are cut into one
+# part per core, each part runs every layer in a thread of its own, and the parts meet twice a
+# layer, around the shared array that holds every token's keys and values (kernels.py).
+
+
+class Tokens(NamedTuple):
+    """A batch's tokens on one flat axis: what the encoder reads."""
+
+    ids: np.ndarray  # [N] token ids
+    positions: np.ndarray  # [N] position of each token in its sequence
+    token_types: np.ndarray | None  # [N] sentence A (0) or B (1), models with token types only
+    segs: Segments  # where each sequence lies
+
+
+class Scratch(NamedTuple):
+    """Arrays the parts of one pass share: each part writes only its own rows."""
+
+    qkv: np.ndarray  # [N, 3D] every token's q, k and v
+    hidden_states: list[np.ndarray] | None  # n_layers + 1 of [N, D], when asked for
+    attentions: list[np.ndarray] | None  # n_layers of [B, H, T, T], when asked for
 
 
 def embed(
-    input_ids: np.ndarray, positions: np.ndarray, emb: Embeddings, eps: float
-) -> np.ndarray:  # [N] ids and positions -> [N, D]
-    x = gather_rows(emb.word, input_ids)  # [N] -> [N, D]: emb.word[input_ids]
-    return layer_norm(x, emb.norm, eps, residual=emb.position[positions])
+    ids: np.ndarray,
+    positions: np.ndarray,
+    token_types: np.ndarray | None,
+    emb: Embeddings,
+    eps: float,
+) -> np.ndarray:  # [n] ids, positions and types -> [n, D]
+    x = gather_rows(emb.word, ids)  # [n] -> [n, D]: emb.word[ids]
+    added = emb.position[positions]  # [n] -> [n, D]
+    if emb.token_type is not None:  # BERT: + the embedding of sentence A or B
+        types = np.zeros_like(ids) if token_types is None else token_types
+        added += emb.token_type[types]
+    return layer_norm(x, emb.norm, eps, residual=added)  # LN(word + position (+ type))
 
 
 def self_attention(
-    x: np.ndarray, segs: Segments, blk: Block, config: DistilBertConfig, probs: np.ndarray | None
-) -> np.ndarray:  # [N, D] -> [N, D]; probabilities into probs [B, H, T, T] if given
-    qkv = linear(x, blk.qkv)  # [N, D] -> [N, 3D]: q, k and v of every token, side by side
-    # softmax(q k^T / sqrt(Dh) + mask) v for each head of each sequence, heads merged: [N, D]
-    context = attention(qkv, segs, config.n_heads, config.attention_scale, probs)
-    return linear(context, blk.out)  # [N, D] -> [N, D]
+    x: np.ndarray,
+    rows: slice,
+    tokens: Tokens,
+    scratch: Scratch,
+    probs: np.ndarray | None,
+    blk: Block,
+    config: DistilBertConfig,
+    sync: Callable[[], object],
+) -> np.ndarray:  # [n, D] -> [n, D], the n tokens of ``rows``
+    sync()  # every part is done with the previous layer's keys and values
+    linear(x, blk.qkv, out=scratch.qkv[rows])  # [n, D] -> [n, 3D]: q, k, v side by side
+    sync()  # every part has written its tokens' keys and values: attention reads them all
+    # softmax(q k^T / sqrt(Dh) + mask) v, for each head of each of these tokens, heads merged
+    context = attention(
+        scratch.qkv, tokens.segs, config.n_heads, config.attention_scale, rows, probs
+    )  # [N, 3D] -> [n, D]
+    return linear(context, blk.out)  # [n, D] -> [n, D]
 
 
-def feed_forward(h: np.ndarray, blk: Block, config: DistilBertConfig) -> np.ndarray:  # [N, D]
-    f = linear(h, blk.ffn_in, activation=config.activation)  # [N, D] -> [N, F]
-    return linear(f, blk.ffn_out)  # [N, F] -> [N, D]
+# The feed-forward runs this many rows at a time, so its [n, F] activation never exists whole.
+_FFN_ROWS = 512
+
+
+def feed_forward(h: np.ndarray, blk: Block, config: DistilBertConfig) -> np.ndarray:  # [n, D]
+    out = np.empty_like(h)
+    for i in range(0, len(h), _FFN_ROWS):
+        rows = slice(i, i + _FFN_ROWS)
+        f = linear(h[rows], blk.ffn_in, activation=config.activation)  # [r, D] -> [r, F]
+        linear(f, blk.ffn_out, out=out[rows])  # [r, F] -> [r, D]
+    return out
 
 
 def block(
-    x: np.ndarray, segs: Segments, blk: Block, config: DistilBertConfig, probs: np.ndarray | None
-) -> np.ndarray:  # [N, D] -> [N, D]
+    x: np.ndarray,
+    rows: slice,
+    tokens: Tokens,
+    scratch: Scratch,
+    probs: np.ndarray | None,
+    blk: Block,
+    config: DistilBertConfig,
+    sync: Callable[[], object],
+) -> np.ndarray:  # [n, D] -> [n, D]
     eps = config.layer_norm_eps
-    attn = self_attention(x, segs, blk, config, probs)
+    attn = self_attention(x, rows, tokens, scratch, probs, blk, config, sync)
     h = layer_norm(attn, blk.attention_norm, eps, residual=x)  # post-LN: LN(x + attention(x))
     out = feed_forward(h, blk, config)
     return layer_norm(out, blk.output_norm, eps, residual=h)  # LN(h + ffn(h))
 
 
-def padded_batch(
-    input_ids: np.ndarray,
-    attention_mask: np.ndarray,
+def encoder_part(
+    rows: slice,
+    tokens: Tokens,
+    scratch: Scratch,
     weights: Weights,
     config: DistilBertConfig,
-    keep_hidden_states: bool,
-    keep_attentions: bool,
-) -> ModelOutput:  # [B, T] ids and mask -> [B, T, D]
-    """The encoder on a padded batch, in the calling thread: embeddings, then every block."""
-    b, t = input_ids.shape
-    segs = Segments.padded(attention_mask)  # B sequences of T tokens; padding keys masked
-    positions = np.tile(np.arange(t), b)  # positions run 0..T-1: padding is on the right
-    x = embed(input_ids.reshape(-1), positions, weights.embeddings, config.layer_norm_eps)
-    hidden_states = [x.reshape(b, t, -1)]  # [N, D] -> [B, T, D], views
-    attentions: list[np.ndarray] = []
-    for blk in weights.blocks:
-        probs = np.empty((b, config.n_heads, t, t), np.float32) if keep_attentions else None
-        x = block(x, segs, blk, config, probs)
-        hidden_states.append(x.reshape(b, t, -1))
-        if probs is not None:
-            attentions.append(probs)
-    return ModelOutput(
-        last_hidden_state=hidden_states[-1],
-        hidden_states=tuple(hidden_states) if keep_hidden_states else None,
-        attentions=tuple(attentions) if keep_attentions else None,
+    sync: Callable[[], object],
+) -> np.ndarray:  # the n tokens of ``rows`` -> [n, D]
+    """One part of the tokens through the embeddings and every block, beside the other parts."""
+    types = None if tokens.token_types is None else tokens.token_types[rows]
+    x = embed(
+        tokens.ids[rows], tokens.positions[rows], types, weights.embeddings, config.layer_norm_eps
     )
+    if scratch.hidden_states is not None:
+        scratch.hidden_states[0][rows] = x
+    for i, blk in enumerate(weights.blocks):
+        probs = None if scratch.attentions is None else scratch.attentions[i]
+        x = block(x, rows, tokens, scratch, probs, blk, config, sync)
+        if scratch.hidden_states is not None:
+            scratch.hidden_states[i + 1][rows] = x
+    return x
 
 
-def packed_batch(
-    sequences: Sequence[np.ndarray], weights: Weights, config: DistilBertConfig
-) -> list[np.ndarray]:  # n_seq x [n_i] ids -> n_seq x [n_i, D]
-    """The encoder on sequences laid back to back without padding, in the calling thread."""
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # equal lengths
-    lengths = [len(sequences[i]) for i in order]  # side by side: attention takes them together
-    segs = Segments.packed(lengths)
-    ids = np.concatenate([sequences[i] for i in order])  # n_seq x [n_i] -> [N]
-    positions = np.concatenate([np.arange(n) for n in lengths])  # each sequence from 0
-    x = embed(ids, positions, weights.embeddings, config.layer_norm_eps)  # [N] -> [N, D]
-    for blk in weights.blocks:
-        x = block(x, segs, blk, config, None)
-    pieces = np.split(x, np.cumsum(lengths)[:-1])  # [N, D] -> n_seq x [n_i, D], views
-    return [pieces[k] for k in np.argsort(order)]  # back in the caller's order
+def _no_wait() -> None:
+    pass
 
 
-# ---- entry points: a batch shared between the cores ---------------------------------------------
-# A batch is cut into one part per core, each run whole by the functions above in its own
-# thread (one-thread BLAS each; see kernels.py for why that beats multi-threaded BLAS). Parts
-# are independent, so the results are those of running each sequence alone.
+# A part gets at least this many tokens: below that, a thread costs more than it saves.
+_MIN_PART_ROWS = 8
 
-# Splitting costs a thread wake-up and smaller matrix products: parts get at least this many
-# tokens.
-_MIN_PART_TOKENS = 64
+
+def encoder(
+    tokens: Tokens,
+    costs: np.ndarray,
+    weights: Weights,
+    config: DistilBertConfig,
+    keep_hidden_states: bool = False,
+    attention_shape: tuple[int, ...] | None = None,
+) -> tuple[np.ndarray, Scratch]:  # [N] tokens -> [N, D]
+    """Every token through the encoder, the rows cut into parts of about equal ``costs`` (one
+    per core) run side by side. Returns the last hidden state and the shared arrays."""
+    n, d = len(tokens.ids), config.dim
+    scratch = Scratch(
+        qkv=np.empty((n, 3 * d), np.float32),
+        hidden_states=[np.empty((n, d), np.float32) for _ in range(config.n_layers + 1)]
+        if keep_hidden_states
+        else None,
+        attentions=[np.empty(attention_shape, np.float32) for _ in range(config.n_layers)]
+        if attention_shape
+        else None,
+    )
+    parts = kernels.split_rows(costs, kernels.n_threads(), _MIN_PART_ROWS)
+    whole = kernels.snap_rows(parts, costs, tokens.segs.starts())
+    # Parts of whole sequences never read each other's keys: they need not wait for each other.
+    work = (
+        (lambda i, sync: encoder_part(parts[i], tokens, scratch, weights, config, sync))
+        if whole is None
+        else (lambda i, _: encoder_part(whole[i], tokens, scratch, weights, config, _no_wait))
+    )
+    outs = kernels.run_together(work, len(parts))
+    return (outs[0] if len(outs) == 1 else np.concatenate(outs)), scratch
+
+
+# ---- entry points -----------------------------------------------------------------------------
 
 
 def forward(
@@ -164,62 +230,68 @@ def forward(
     weights: Weights,
     config: DistilBertConfig,
     *,
+    token_type_ids: np.ndarray | None = None,
     output_hidden_states: bool = False,
     output_attentions: bool = False,
 ) -> ModelOutput:  # [B, T] ids and mask -> [B, T, D]
-    """The encoder, as transformers' ``DistilBertModel``. Inputs are validated by the caller."""
+    """The encoder on a padded batch, as transformers' ``DistilBertModel``. Inputs are
+    validated by the caller."""
     b, t = input_ids.shape
-    parts = kernels.even_parts(b, min_rows=-(-_MIN_PART_TOKENS // t))  # rows of each part
-
-    def run(i: int) -> ModelOutput:
-        rows = parts[i]
-        return padded_batch(
-            input_ids[rows],
-            attention_mask[rows],
-            weights,
-            config,
-            output_hidden_states,
-            output_attentions,
-        )
-
-    outs = kernels.run_parts(run, len(parts))
-    if len(outs) == 1:
-        return outs[0]
-    return ModelOutput(  # parts' [b_i, ...] -> [B, ...]
-        last_hidden_state=np.concatenate([o.last_hidden_state for o in outs]),
-        hidden_states=_concatenated([o.hidden_states for o in outs]),
-        attentions=_concatenated([o.attentions for o in outs]),
+    tokens = Tokens(
+        ids=input_ids.reshape(-1),  # [B, T] -> [N]
+        positions=np.tile(np.arange(t), b),  # positions run 0..T-1: padding is on the right
+        token_types=None if token_type_ids is None else token_type_ids.reshape(-1),
+        segs=Segments.padded(attention_mask),  # B sequences of T tokens; padding keys masked
+    )
+    last, scratch = encoder(
+        tokens,
+        np.full(b * t, config.hidden_dim + t),  # every token costs the same (see forward_packed)
+        weights,
+        config,
+        keep_hidden_states=output_hidden_states,
+        attention_shape=(b, config.n_heads, t, t) if output_attentions else None,
+    )
+    hidden = scratch.hidden_states
+    return ModelOutput(
+        last_hidden_state=last.reshape(b, t, -1),  # [N, D] -> [B, T, D]
+        hidden_states=None if hidden is None else tuple(h.reshape(b, t, -1) for h in hidden),
+        attentions=None if scratch.attentions is None else tuple(scratch.attentions),
     )
 
 
-def _concatenated(parts: list[tuple[np.ndarray, ...] | None]) -> tuple[np.ndarray, ...] | None:
-    return None if parts[0] is None else tuple(np.concatenate(p) for p in zip(*parts, strict=True))
-
-
 def forward_packed(
-    sequences: Sequence[np.ndarray], weights: Weights, config: DistilBertConfig
+    sequences: Sequence[np.ndarray],
+    weights: Weights,
+    config: DistilBertConfig,
+    token_types: Sequence[np.ndarray] | None = None,
 ) -> list[np.ndarray]:  # n_seq x [n_i] ids -> n_seq x [n_i, D]
     """The last hidden state of each sequence, as if each were run alone, without padding.
 
     Each sequence is a 1-D array of token ids, special tokens included, at most
-    ``max_position_embeddings`` long. All run as batches of their tokens back to back, attention
-    kept inside each sequence, so linear layers and norms see no padding at all: that is what
-    makes mixed lengths cheap. Inputs are validated by the caller. The results are views into
-    a few [N, D] arrays (one per core).
+    ``max_position_embeddings`` long (``token_types``, if given, one array of 0 and 1 per
+    sequence). All run as one batch of their tokens back to back, attention kept inside each
+    sequence, so linear layers and norms see no padding at all: that is what makes mixed
+    lengths cheap. Inputs are validated by the caller. The results are views into one [N, D]
+    array.
     """
     if not sequences:
         return []
-    # Work per sequence: linear layers grow with n, attention with n^2.
-    cost = [len(s) * (1 + len(s) / config.hidden_dim) for s in sequences]
-    parts = kernels.balanced_parts(cost, min_cost=_MIN_PART_TOKENS)  # sequence indices
-    outs = kernels.run_parts(
-        lambda i: packed_batch([sequences[j] for j in parts[i]], weights, config), len(parts)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # equal lengths
+    lengths = [len(sequences[i]) for i in order]  # side by side: attention takes them together
+    tokens = Tokens(
+        ids=np.concatenate([sequences[i] for i in order]),  # n_seq x [n_i] -> [N]
+        positions=np.concatenate([np.arange(n) for n in lengths]),  # each sequence from 0
+        token_types=None
+        if token_types is None
+        else np.concatenate([token_types[i] for i in order]),
+        segs=Segments.packed(lengths),
     )
-    result: list[np.ndarray] = [np.empty(0)] * len(sequences)
-    for part, out in zip(parts, outs, strict=True):
-        for j, hidden in zip(part, out, strict=True):
-            result[j] = hidden
-    return result
+    # A token's work, in whole numbers so that equal inputs are always cut alike: the linear
+    # layers (about F multiply-adds per feature), and attention over its sequence's n keys.
+    costs = np.repeat([config.hidden_dim + n for n in lengths], lengths)
+    last, _ = encoder(tokens, costs, weights, config)
+    pieces = np.split(last, np.cumsum(lengths)[:-1])  # [N, D] -> n_seq x [n_i, D], views
+    return [pieces[k] for k in np.argsort(order)]  # back in the caller's order
 
 
 # ---- task heads ------------------------------------------------------------------------------

@@ -71,11 +71,11 @@ def _row_blocks(x: np.ndarray) -> Iterator[np.ndarray]:  # [..., W] -> views [ro
 
 
 def linear(
-    x: np.ndarray, lin: Linear, activation: str | None = None
+    x: np.ndarray, lin: Linear, activation: str | None = None, out: np.ndarray | None = None
 ) -> np.ndarray:  # [..., in] -> [..., out]
     """``x @ weight + bias``, then ``activation`` ("gelu" or "relu") if given, in one pass
-    over the output."""
-    y = np.matmul(x, lin.weight)
+    over the output; written into ``out`` (C-contiguous) when given."""
+    y = np.matmul(x, lin.weight, out=out)
     for block in _row_blocks(y):
         block += lin.bias
         if activation == "gelu":
@@ -238,6 +238,11 @@ class Segments(NamedTuple):
         bias = np.where(padding, np.finfo(FLOAT).min, FLOAT(0)).astype(FLOAT)
         return cls(((0, b, t),), (bias if padding.any() else None,))
 
+    def starts(self) -> np.ndarray:  # [n_seq]
+        """The first token of every sequence."""
+        firsts = [start + t * np.arange(n_seq) for start, n_seq, t in self.runs]
+        return np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
+
     @classmethod
     def packed(cls, lengths: Sequence[int]) -> Segments:
         """Sequences of these lengths back to back, no padding (a run per stretch of equal
@@ -250,10 +255,10 @@ class Segments(NamedTuple):
         return cls(tuple(runs), (None,) * len(runs))
 
 
-def _score_groups(n_seq: int, n_heads: int, t: int) -> Iterator[tuple[slice, slice]]:
-    """(sequences, heads) of a run of ``n_seq`` sequences of ``t`` tokens, in groups whose
-    [b, h, T, T] scores hold about ``_CHUNK`` floats."""
-    per_head = max(t * t, 1)
+def _score_groups(n_seq: int, n_heads: int, n_keys: int, n_queries: int) -> Iterator[Groups]:
+    """(sequences, heads) of ``n_seq`` sequences, in groups whose [b, h, keys, queries] scores
+    hold about ``_CHUNK`` floats."""
+    per_head = max(n_keys * n_queries, 1)
     seqs = max(1, _CHUNK // (n_heads * per_head))
     heads = n_heads if seqs > 1 else max(1, min(n_heads, _CHUNK // per_head))
     for i in range(0, n_seq, seqs):
@@ -261,44 +266,79 @@ def _score_groups(n_seq: int, n_heads: int, t: int) -> Iterator[tuple[slice, sli
             yield slice(i, i + seqs), slice(h, h + heads)
 
 
+Groups = tuple[slice, slice]
+
+
+def _query_pieces(
+    start: int, n_seq: int, t: int, rows: slice
+) -> Iterator[tuple[slice, slice, int]]:
+    """The queries of ``rows`` that fall in a run of ``n_seq`` sequences of ``t`` tokens from
+    token ``start``, as pieces (sequences of the run, their queries, first token): whole
+    sequences together, and a sequence cut by the edge of ``rows`` on its own."""
+    a, b = max(rows.start, start), min(rows.stop, start + n_seq * t)
+    while a < b:
+        seq, q = divmod(a - start, t)
+        if q == 0 and b - a >= t:  # whole sequences, as many as there are
+            n = (b - a) // t
+            yield slice(seq, seq + n), slice(0, t), a
+            a += n * t
+        else:  # part of one sequence
+            end = min(b - a, t - q)
+            yield slice(seq, seq + 1), slice(q, q + end), a
+            a += end
+
+
 def attention(
-    qkv: np.ndarray, segs: Segments, n_heads: int, scale: float, probs: np.ndarray | None = None
-) -> np.ndarray:  # [N, 3D] -> [N, D]
+    qkv: np.ndarray,
+    segs: Segments,
+    n_heads: int,
+    scale: float,
+    rows: slice | None = None,
+    probs: np.ndarray | None = None,
+) -> np.ndarray:  # [N, 3D] -> [n, D], n the rows asked for
     """Multi-head scaled dot-product attention of each sequence's tokens to each other:
-    ``softmax(q k^T * scale + key_bias) v`` for every head, heads merged back to [N, D].
+    ``softmax(q k^T * scale + key_bias) v`` for every head, heads merged back to [., D].
 
-    ``qkv`` holds every token's q, k and v side by side (its q part is scaled in place).
-    ``probs`` ([B, H, T, T], one run of B sequences), if given, receives the probabilities.
+    ``qkv`` holds every token's q, k and v side by side. Only the queries of ``rows`` (default:
+    all) are computed, attending to every key of their sequence; their q part is scaled in
+    place. ``probs`` ([B, H, T, T], one run of B sequences), if given, receives their
+    probabilities.
 
-    How: a run's scores are made a cache-sized group at a time (several short sequences with all
-    their heads, or a few heads of a long one). They are computed transposed, [keys, queries],
-    so that the max and sum over keys run down columns (vectorised) instead of along many short
-    rows; without ``probs`` the softmax's division is applied to the [T, Dh] context instead of
-    the [T, T] probabilities.
+    How: scores are made a cache-sized group at a time (several short sequences with all their
+    heads, or a few heads of a long one). They are computed transposed, [keys, queries], so that
+    the max and sum over keys run down columns (vectorised) instead of along many short rows;
+    without ``probs`` the softmax's division is applied to the [T, Dh] context instead of the
+    [T, T] probabilities. Equal to ``reference.attention``, up to rounding.
     """
     n, three_d = qkv.shape
+    rows = rows or slice(0, n)
     d = three_d // 3
-    context = np.empty((n, d), FLOAT)
+    context = np.empty((rows.stop - rows.start, d), FLOAT)
     for (start, n_seq, t), key_bias in zip(segs.runs, segs.key_bias, strict=True):
-        if t == 0:
-            continue
-        tokens = slice(start, start + n_seq * t)
-        heads = qkv[tokens].reshape(n_seq, t, 3, n_heads, d // n_heads)
-        q, k, v = (heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # [b, H, T, Dh]
-        out = context[tokens].reshape(n_seq, t, n_heads, -1).transpose(0, 2, 1, 3)  # views
-        q *= scale * _LOG2_E  # scores in base 2: softmax(s) = 2^(s log2 e) / sum(...)
-        for group in _score_groups(n_seq, n_heads, t):  # (sequences, heads)
-            scores = np.matmul(k[group], q[group].swapaxes(-1, -2))  # [b, h, T keys, T queries]
-            if key_bias is not None:
-                scores += key_bias[group[0], None, :, None]
-            scores -= scores.max(axis=2, keepdims=True)
-            np.exp2(scores, out=scores)
-            total = scores.sum(axis=2, keepdims=True).swapaxes(-1, -2)  # [b, h, T queries, 1]
-            weights = scores.swapaxes(-1, -2)  # [b, h, T queries, T keys], unnormalised
-            if probs is None:
-                np.matmul(weights, v[group], out=out[group])  # [b, h, T, Dh], into context
-                out[group] /= total
-            else:
-                p = np.divide(weights, total, out=probs[group])
-                np.matmul(p, v[group], out=out[group])
+        run = qkv[start : start + n_seq * t].reshape(n_seq, t, 3, n_heads, d // n_heads)
+        k, v = (run[:, :, i].transpose(0, 2, 1, 3) for i in (1, 2))  # [n_seq, H, T, Dh] views
+        for seqs, queries, first in _query_pieces(start, n_seq, t, rows):
+            q = run[seqs, queries, 0].transpose(0, 2, 1, 3)  # [b, H, Tq, Dh], a view
+            n_q = queries.stop - queries.start
+            at = first - rows.start
+            out = context[at : at + q.shape[0] * n_q].reshape(q.shape[0], n_q, n_heads, -1)
+            out = out.transpose(0, 2, 1, 3)  # [b, H, Tq, Dh], a view into context
+            q *= scale * _LOG2_E  # scores in base 2: softmax(s) = 2^(s log2 e) / sum(...)
+            bias = None if key_bias is None else key_bias[seqs]  # [b, T keys]
+            for g_seq, g_head in _score_groups(q.shape[0], n_heads, t, n_q):
+                group = (g_seq, g_head)
+                scores = np.matmul(k[seqs][group], q[group].swapaxes(-1, -2))  # [b, h, Tk, Tq]
+                if bias is not None:
+                    scores += bias[g_seq, None, :, None]
+                scores -= scores.max(axis=2, keepdims=True)
+                np.exp2(scores, out=scores)
+                total = scores.sum(axis=2, keepdims=True).swapaxes(-1, -2)  # [b, h, Tq, 1]
+                weights = scores.swapaxes(-1, -2)  # [b, h, Tq, Tk], unnormalised
+                if probs is None:
+                    np.matmul(weights, v[seqs][group], out=out[group])  # [b, h, Tq, Dh]
+                    out[group] /= total
+                else:
+                    p = probs[seqs, :, queries][group]  # [b, h, Tq, Tk], a view
+                    np.divide(weights, total, out=p)
+                    np.matmul(p, v[seqs][group], out=out[group])
     return context

@@ -163,7 +163,7 @@ def test_attention_matches_float64(b, t, heads, dh):
     ctx_ref, probs_ref = _attention64(qkv, mask, heads, 1 / math.sqrt(dh))
     segs = N.Segments.padded(mask)
     probs = np.empty((b, heads, t, t), np.float32)
-    ctx = N.attention(qkv.reshape(b * t, -1).copy(), segs, heads, 1 / math.sqrt(dh), probs)
+    ctx = N.attention(qkv.reshape(b * t, -1).copy(), segs, heads, 1 / math.sqrt(dh), probs=probs)
     ctx_fast = N.attention(qkv.reshape(b * t, -1).copy(), segs, heads, 1 / math.sqrt(dh))
     err = _report(
         f"attention {b}x{t} context max abs error",
@@ -172,45 +172,109 @@ def test_attention_matches_float64(b, t, heads, dh):
     assert err <= 1e-5
     assert _report("  probabilities", float(np.max(np.abs(probs - probs_ref)))) <= 1e-6
     assert _report("  context, unnormalised path", float(np.max(np.abs(ctx_fast - ctx)))) <= 1e-5
+    # Any run of query rows (as a part of a split pass computes them) gives those rows.
+    for rows in (slice(0, 1), slice(t - 1, 2 * t + 1), slice(t // 2, b * t), slice(3, 4)):
+        if rows.stop > b * t:
+            continue
+        part_probs = np.zeros_like(probs)
+        part = N.attention(
+            qkv.reshape(b * t, -1).copy(), segs, heads, 1 / math.sqrt(dh), rows, part_probs
+        )
+        np.testing.assert_allclose(part, ctx[rows], atol=1e-6)
+        flat = part_probs.transpose(0, 2, 1, 3).reshape(b * t, heads, t)  # [N, H, T keys]
+        np.testing.assert_allclose(
+            flat[rows], probs.transpose(0, 2, 1, 3).reshape(b * t, heads, t)[rows], atol=1e-6
+        )
+        assert not flat[: rows.start].any() and not flat[rows.stop :].any()  # no other rows
 
 
-def test_run_parts_runs_every_part_once_in_order_and_reraises():
-    seen = np.zeros(10, np.int64)
+def test_run_together_runs_every_part_at_once_and_sync_waits_for_all():
+    n = 5
+    before: list = [None] * n
+    after: list = [None] * n
+    written = np.zeros(n, np.int64)
 
-    def work(i: int) -> int:
-        seen[i] += 1
+    def work(i: int, sync) -> int:
+        before[i] = written.copy()
+        written[i] = 1
+        sync()  # returns only once every part has written
+        after[i] = written.copy()
+        sync()
         return i * i
 
-    assert kernels.run_parts(work, 10) == [i * i for i in range(10)]
-    assert np.all(seen == 1)
+    assert kernels.run_together(work, n) == [i * i for i in range(n)]
+    assert all(a.tolist() == [1] * n for a in after)
 
-    def fail(i: int) -> None:
+
+def test_run_together_reraises_a_part_error_without_leaving_others_waiting():
+    def fail(i: int, sync) -> None:
         if i == 3:
             raise ValueError("part 3")
+        sync()  # would wait forever for part 3 if its failure did not break the wait
 
     with pytest.raises(ValueError, match="part 3"):
-        kernels.run_parts(fail, 5)
+        kernels.run_together(fail, 5)
+    assert kernels.run_together(lambda i, sync: i, 2) == [0, 1]  # the helpers are fine after
 
 
-def test_parts_cover_every_row_or_sequence_once():
-    for n in (1, 2, 3, 8, 33):
-        parts = kernels.even_parts(n)
-        assert [i for p in parts for i in range(n)[p]] == list(range(n))
-    costs = [5, 1, 9, 3, 3, 7]
-    groups = kernels.balanced_parts(costs)
-    assert sorted(i for g in groups for i in g) == list(range(len(costs)))
-    assert kernels.balanced_parts(costs, min_cost=100) == [list(range(len(costs)))]
+@pytest.mark.parametrize("n_rows", [1, 2, 7, 8, 16, 17, 100, 4096])
+@pytest.mark.parametrize("parts", [1, 2, 3, 8])
+def test_split_rows_covers_every_row_once_in_runs_of_at_least_min_rows(n_rows, parts):
+    costs = RNG.uniform(1, 3, n_rows)
+    runs = kernels.split_rows(costs, parts, min_rows=8)
+    assert runs[0].start == 0 and runs[-1].stop == n_rows
+    assert all(a.stop == b.start for a, b in zip(runs, runs[1:], strict=False))
+    assert len(runs) <= max(1, min(parts, n_rows // 8))
+    if len(runs) > 1:
+        assert all(r.stop - r.start >= 8 for r in runs)
+        work = [costs[r].sum() for r in runs]
+        assert max(work) <= costs.sum() / len(runs) + 3 * 8  # about even
 
 
-def test_the_blas_limit_is_restored_after_a_split_run():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    before = threadpoolctl.threadpool_info()
-    kernels.run_parts(lambda i: np.ones((64, 64), np.float32) @ np.ones((64, 64), np.float32), 4)
-    assert threadpoolctl.threadpool_info() == before
+def _blas_threads() -> int:
+    import threadpoolctl
+
+    return min(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
+
+
+def test_blas_is_held_to_one_thread_inside_a_pass_and_restored_after():
+    pytest.importorskip("threadpoolctl")
+    before = _blas_threads()
+    inside = kernels.run_together(lambda i, sync: _blas_threads(), 3)
+    assert inside == [1, 1, 1] and _blas_threads() == before
+    assert kernels.run_together(lambda i, sync: _blas_threads(), 1) == [1]
+
+
+_HOLD_FROM_A_THREAD = """
+import threading, threadpoolctl
+from npdistil import kernels
+seen = []
+def other():
+    seen.extend(kernels.run_together(
+        lambda i, sync: min(x["num_threads"] for x in threadpoolctl.threadpool_info()
+                            if x["user_api"] == "blas"), 2))
+# While the main thread holds a threadpoolctl limit, threadpoolctl >= 3.8 ignores limits set
+# from any other thread: npdistil's hold must still work when its pass runs in another thread.
+with threadpoolctl.threadpool_limits(2, user_api="blas"):
+    t = threading.Thread(target=other); t.start(); t.join()
+print(seen)
+"""
+
+
+def test_blas_is_held_to_one_thread_even_when_another_thread_controls_threadpoolctl():
+    pytest.importorskip("threadpoolctl")
+    import subprocess
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", _HOLD_FROM_A_THREAD], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[1, 1]"
 
 
 def _squares_in_parts() -> list[int]:
-    return kernels.run_parts(lambda i: i * i, 3)
+    return kernels.run_together(lambda i, sync: (sync(), i * i)[1], 3)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
@@ -222,17 +286,15 @@ def test_parts_still_run_in_a_forked_child():
 
 def test_without_threadpoolctl_nothing_is_split(monkeypatch):
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # importing it fails
-    monkeypatch.setattr(kernels, "_BLAS", kernels._Blas())
+    monkeypatch.setattr(kernels, "_BLAS", kernels._OneBlasThread())
     assert kernels.n_threads() == 1
-    assert kernels.even_parts(8) == [slice(0, 8)]
-    assert kernels.run_parts(lambda i: i + 1, 3) == [1, 2, 3]
+    assert kernels.run_together(lambda i, sync: i + 1, 1) == [1]
 
 
 # ---- whole forward passes on a mid-size random model ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def mid_model():
+def _mid_model() -> tuple:
     """A small DistilBERT big enough for every threaded path (D 96, F 384, 4 heads)."""
     c = synthetic.full_size_config() | {
         "dim": 96,
@@ -250,6 +312,11 @@ def mid_model():
         sd[key] = x + np.float32(1) if "orm.weight" in key else x
     tensors, _ = layout.from_hf_state_dict(sd, config, "mid")
     return layout.build_weights(tensors, config, "mid"), config
+
+
+@pytest.fixture(scope="module")
+def mid_model():
+    return _mid_model()
 
 
 def test_forward_packed_equals_each_sequence_alone(mid_model):
@@ -287,32 +354,81 @@ def test_padded_batch_equals_each_sequence_alone(mid_model):
     assert _report("padded batch vs each sequence alone, max abs difference", worst) <= 1e-5
 
 
-def test_one_model_called_from_eight_threads_at_once(mid_model):
-    weights, config = mid_model
-    inputs = [RNG.integers(1, config.vocab_size, (4, 100)) for _ in range(8)]
+def same_bits_whatever_else_runs() -> str:
+    """The promise of kernels.py: a call gives the same bits whatever else runs in the process.
+    Computes results alone, then again from 8 threads at once (split and unsplit passes, padded
+    and packed, one long sequence split inside itself) while a 9th thread runs multi-threaded
+    NumPy products; returns "same bits" or what differed."""
+    weights, config = _mid_model()
+    rng = np.random.default_rng(11)
+    padded = [rng.integers(1, config.vocab_size, (4, 100)) for _ in range(3)]
     mask = np.ones((4, 100), np.int64)
-    expected = [forward(ids, mask, weights, config).last_hidden_state for ids in inputs]
-    packed_in = [RNG.integers(1, config.vocab_size, n) for n in (90, 3, 150, 64)]
-    packed_expected = forward_packed(packed_in, weights, config)
-    results: list = [None] * 8
-    start = threading.Barrier(8)
+    mask[1, 60:] = 0
+    long_one = rng.integers(1, config.vocab_size, (1, 300))
+    packed = [rng.integers(1, config.vocab_size, n) for n in (90, 3, 150, 64, 1)]
+    calls = [
+        *(lambda ids=ids: forward(ids, mask, weights, config).last_hidden_state for ids in padded),
+        lambda: forward(long_one, np.ones_like(long_one), weights, config).last_hidden_state,
+        lambda: forward(long_one[:, :9], np.ones((1, 9), np.int64), weights, config)[0],
+        lambda: np.concatenate(forward_packed(packed, weights, config)),
+        lambda: np.concatenate(forward_packed(packed[2:3], weights, config)),
+        lambda: np.concatenate(forward_packed(packed[:2], weights, config)),
+    ]
+    expected = [call() for call in calls]
+    results: list = [None] * len(calls)
+    start = threading.Barrier(len(calls) + 1)
+    stop = threading.Event()
 
     def run(i: int) -> None:
         start.wait()
         for _ in range(3):
-            if i % 2:
-                results[i] = forward(inputs[i], mask, weights, config).last_hidden_state
-            else:
-                results[i] = forward_packed(packed_in, weights, config)
+            results[i] = calls[i]()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
-    for t in threads:
+    def other_numpy_work() -> None:
+        a = np.ones((300, 300), np.float32)
+        start.wait()
+        while not stop.is_set():
+            a @ a
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    noise = threading.Thread(target=other_numpy_work)
+    for t in [*threads, noise]:
         t.start()
     for t in threads:
         t.join()
-    for i, got in enumerate(results):
-        if i % 2:
-            np.testing.assert_array_equal(got, expected[i])
-        else:
-            for g, e in zip(got, packed_expected, strict=True):
-                np.testing.assert_array_equal(g, e)
+    stop.set()
+    noise.join()
+    differ = [
+        i
+        for i, (g, e) in enumerate(zip(results, expected, strict=True))
+        if not np.array_equal(g, e)
+    ]
+    return "same bits" if not differ else f"calls {differ} differ"
+
+
+def test_a_call_gives_the_same_bits_whatever_else_runs_in_the_process():
+    assert same_bits_whatever_else_runs() == "same bits"
+
+
+@pytest.mark.skipif(
+    os.uname().machine not in ("x86_64", "AMD64"), reason="OPENBLAS_CORETYPE=Haswell is x86"
+)
+@pytest.mark.parametrize("coretype", ["Haswell", None])
+def test_the_same_bits_with_and_without_a_forced_blas_kernel(coretype):
+    """Some machines force OpenBLAS's Haswell kernel, whose products round differently with
+    one or two threads: run the promise under both, whatever this process's environment."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
+    code = "import test_numerics as t; print(t.same_bits_whatever_else_runs())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=os.path.dirname(__file__),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "same bits"
