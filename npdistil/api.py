@@ -11,6 +11,7 @@ import numpy as np
 
 from . import encode as E
 from . import model as M
+from . import system
 from .config import DistilBertConfig
 from .convert import ConvertedFile
 from .errors import InputError, InputTypeError, NpdistilError
@@ -43,6 +44,7 @@ def load(
     >>> model
     DistilBert(..., dim=20, n_layers=3, n_heads=4, vocab_size=700, heads: none)
     """
+    system.check_blas()  # warns once if NumPy's BLAS runs below the CPU's best kernel
     return DistilBert(
         resolve(
             source,

@@ -98,6 +98,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("output", type=Path, help="the npdistil .safetensors file to write")
     c.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
 
+    d = sub.add_parser(
+        "doctor", help="what npdistil runs on: NumPy, BLAS, its kernel and threads, measured"
+    )
+    d.add_argument(
+        "--no-measure", action="store_true", help="skip the two-second matrix-product measurement"
+    )
+
     i = sub.add_parser("info", help="describe a model: config, size, source, tensors")
     i.add_argument("source", help="npdistil file, Hub id or local checkpoint folder")
     i.add_argument("--revision")
@@ -112,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
             return _embed(args)
         if args.command == "convert":
             return _convert(args)
+        if args.command == "doctor":
+            from .system import report
+
+            print(report(measure=not args.no_measure))
+            return 0
         return _info(args)
     except (NpdistilError, OSError) as exc:
         print(f"npdistil: error: {exc}", file=sys.stderr)

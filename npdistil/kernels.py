@@ -2,7 +2,7 @@
 
 The tokens of a batch (all its sequences back to back, [N, D]) are cut into one run of rows per
 thread. Each thread takes its rows through the whole encoder, and the threads meet once per
-layer: after each has written its rows' keys and values, since attention looks at every key of
+layer around the keys and values they share, since attention looks at every key of
 a sequence (``model.py`` shows where). NumPy releases the GIL in matrix products and in long
 elementwise operations, so the threads run in parallel.
 
