@@ -1,4 +1,10 @@
-"""DistilBERT's forward pass as a page of pure functions over NumPy arrays.
+"""DistilBERT's forward pass, fast: a page of functions over NumPy arrays, keeping no state.
+
+``reference.py`` is the same model as a textbook writes it; start there. This file computes the
+same numbers (tested equal) in the shape that is fast on a CPU: a batch's tokens on one flat
+axis, padding skipped, the tokens cut into one part per core. The helpers it calls
+(``numerics.py``) work in place on activations the pass owns, and the parts of a split pass
+write their own rows of a few shared arrays (``Scratch``); nothing else is written.
 
 Shape legend: B batch, T tokens, N all the tokens of a batch on one axis (B * T, or the sum of
 the lengths when packed), D model width (dim), H heads, Dh head width (D / H), F feed-forward

@@ -30,8 +30,6 @@ __all__ = [
     "layer_norm",
     "gelu",
     "relu",
-    "erf",
-    "softmax",
     "attention",
 ]
 
@@ -93,10 +91,10 @@ def linear(
 #     Phi(x) = 1 / (1 + exp(-s(x))),   s(x) = log(Phi(x) / (1 - Phi(x))) ~= x P(x^2) / Q(x^2)
 #
 # s is odd and smooth (1.596 x near 0, x^2 / 2 far out). P cubic over Q monic quadratic is a
-# weighted minimax fit on |x| <= 7, exact slope at 0, whose error in gelu and erf is within
+# weighted minimax fit on |x| <= 7, exact slope at 0, whose error in gelu is within
 # 1.8e-7 before float32 rounding (about 2 float32 ulps after; tests/test_numerics.py prints the
 # figures). That is 16 elementwise operations on chunk-sized temporaries; Abramowitz & Stegun
-# 7.1.26, used before, took 24 over three full-size temporaries.
+# 7.1.26, used before, took 24 over three full-size temporaries. Must equal reference.gelu.
 _S_NUM = (504.37629924984583, 57.91269141201373, 3.1668468198116404, 0.03607352837023244)
 _S_DEN = (316.0709731883525, 21.898468297941612)  # + x^4
 # |x| is clamped here before the fit is used: s(10) > 58, so Phi is 0 or 1 to float32 precision,
@@ -159,22 +157,6 @@ def relu(x: np.ndarray) -> np.ndarray:  # [...], in place
     return np.maximum(x, 0, out=x)
 
 
-def erf(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
-    """The error function to within 3e-7, elementwise, in float32: ``erf(x) = tanh(s(x sqrt 2)
-    / 2)``, s the logit of Phi fitted above.
-
-    >>> import math
-    >>> round(float(erf(np.array([0.5], np.float32))[0]), 6) == round(math.erf(0.5), 6)
-    True
-    """
-    limit = _S_CLAMP / math.sqrt(2)
-    x = np.clip(np.asarray(x, dtype=FLOAT), -limit, limit) * math.sqrt(2)
-    s = np.empty_like(x)
-    _minus_logit_phi(x, s, np.empty_like(x), np.empty_like(x))
-    s *= -0.5
-    return np.tanh(s, out=s)
-
-
 # ---- normalisation ---------------------------------------------------------------------------
 
 # Row-wise dot products: one pass, no temporary (np.vecdot is NumPy >= 2; einsum is 2.5x slower).
@@ -204,14 +186,6 @@ def layer_norm(
         rows /= std
         rows *= norm.weight
         rows += norm.bias
-    return x
-
-
-def softmax(x: np.ndarray) -> np.ndarray:  # [..., N], in place over the last axis
-    x -= x.max(axis=-1, keepdims=True)
-    x *= _LOG2_E
-    np.exp2(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
     return x
 
 
