@@ -97,6 +97,12 @@ class DistilBert:
         return dict(self._file.source)
 
     @property
+    def weights(self) -> M.Weights:
+        """The encoder's typed weights (``model.Weights``), read-only views of the mapped file:
+        what ``npdistil.reference.forward`` and ``npdistil info --tensors`` read."""
+        return self._file.weights
+
+    @property
     def tokenizer(self) -> Tokenizer:
         """The checkpoint's tokenizer: ``model.tokenizer(texts)`` gives a padded Batch."""
         if self._tokenizer is None:

@@ -1,0 +1,206 @@
+"""DistilBERT as a textbook writes it: the whole forward pass in plain NumPy. Start reading here.
+
+Shape legend: B batch, T tokens, D model width (``dim``), H heads (``n_heads``), Dh head width
+(D / H), F feed-forward width (``hidden_dim``), V vocabulary, P positions.
+
+    input_ids [B, T] -> embed -> n_layers x block -> last_hidden_state [B, T, D]
+
+Every block is post-LN, as in BERT: ``h = LN(x + attention(x))``, ``out = LN(h + ffn(h))``.
+
+``model.py`` computes the same numbers fast (threads, fused kernels, packed batches without
+padding); the tests hold it equal to this file, and this file equal to Hugging Face
+transformers. Here every step is one plain line, with no speed tricks, and the arithmetic is
+float64 by default: that makes this file the yardstick both float32 implementations are
+measured against (``dtype=np.float32`` shows what float32 rounding alone does).
+
+``forward(model, input_ids)`` takes anything with ``.weights`` and ``.config`` (a loaded
+``npdistil.DistilBert``); ``encoder(input_ids, attention_mask, weights, config)`` takes them
+separately. The weights are the typed records of ``model.py``: a Linear's weight is stored
+[in, out], so ``y = x @ W + b``, and q, k and v sit side by side in one [D, 3D] matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .config import DistilBertConfig
+from .errors import InputError
+from .model import Block, Embeddings, ModelOutput, Weights
+from .numerics import LayerNorm, Linear
+
+__all__ = ["forward", "encoder", "embed", "block", "attention", "feed_forward"]
+__all__ += ["linear", "layer_norm", "gelu", "relu", "softmax", "split_heads", "merge_heads"]
+
+# trace(name, array) is called with every intermediate result, in order (see npdistil trace).
+Trace = Callable[[str, np.ndarray], None]
+
+
+def _quiet(name: str, x: np.ndarray) -> None:
+    pass
+
+
+# ---- the building blocks ---------------------------------------------------------------------
+
+
+def linear(x: np.ndarray, lin: Linear) -> np.ndarray:  # [..., in] -> [..., out]
+    return x @ lin.weight + lin.bias  # weight stored [in, out]: PyTorch's [out, in], transposed
+
+
+def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float) -> np.ndarray:  # [..., D] -> [..., D]
+    mean = x.mean(axis=-1, keepdims=True)  # [..., D] -> [..., 1]
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # [..., 1], biased, as torch
+    return (x - mean) / np.sqrt(var + eps) * norm.weight + norm.bias  # [..., D]
+
+
+# NumPy has no erf; the standard library's is exact to double precision, one number at a time.
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def gelu(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """HF "gelu": the exact ``x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))``, not the tanh form."""
+    return (0.5 * x * (1 + _erf(x / math.sqrt(2)))).astype(x.dtype)
+
+
+def relu(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    return np.maximum(x, 0)
+
+
+ACTIVATIONS = {"gelu": gelu, "relu": relu}
+
+
+def softmax(x: np.ndarray) -> np.ndarray:  # [..., K] -> [..., K], rows summing to 1
+    e = np.exp(x - x.max(axis=-1, keepdims=True))  # the max subtracted: exp never overflows
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def split_heads(x: np.ndarray, n_heads: int) -> np.ndarray:  # [B, T, D] -> [B, H, T, Dh]
+    batch, tokens, width = x.shape
+    heads = x.reshape(batch, tokens, n_heads, width // n_heads)  # [B, T, H, Dh]
+    return heads.transpose(0, 2, 1, 3)  # [B, H, T, Dh]
+
+
+def merge_heads(x: np.ndarray) -> np.ndarray:  # [B, H, T, Dh] -> [B, T, D]
+    batch, n_heads, tokens, head_width = x.shape
+    side_by_side = x.transpose(0, 2, 1, 3)  # [B, T, H, Dh]
+    return side_by_side.reshape(batch, tokens, n_heads * head_width)  # [B, T, D]
+
+
+# ---- the model -------------------------------------------------------------------------------
+
+
+def embed(
+    input_ids: np.ndarray,
+    emb: Embeddings,
+    config: DistilBertConfig,
+    token_type_ids: np.ndarray | None = None,
+    dtype: Any = np.float64,
+    trace: Trace = _quiet,
+) -> np.ndarray:  # [B, T] -> [B, T, D]
+    tokens = input_ids.shape[1]
+    x = emb.word[input_ids].astype(dtype)  # [B, T] -> [B, T, D]: one row of the table per id
+    x = x + emb.position[:tokens]  # + [T, D]: positions 0..T-1 (padding is on the right)
+    token_type = getattr(emb, "token_type", None)  # [types, D], BERT only: DistilBERT has none
+    if token_type is not None:
+        types = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids  # [B, T]
+        x = x + token_type[types]  # + [B, T, D]
+    elif token_type_ids is not None and np.any(token_type_ids):
+        raise InputError("token_type_ids: this model has no token-type embeddings (DistilBERT)")
+    trace("embeddings.sum", x)
+    return layer_norm(x, emb.norm, config.layer_norm_eps)  # [B, T, D]
+
+
+def attention(
+    x: np.ndarray, mask_bias: np.ndarray, blk: Block, config: DistilBertConfig, trace: Trace
+) -> tuple[np.ndarray, np.ndarray]:  # [B, T, D] -> [B, T, D], probabilities [B, H, T, T]
+    w_q, w_k, w_v = np.split(blk.qkv.weight, 3, axis=1)  # [D, 3D] -> 3 x [D, D]
+    b_q, b_k, b_v = np.split(blk.qkv.bias, 3)  # [3D] -> 3 x [D]
+    q = split_heads(x @ w_q + b_q, config.n_heads)  # [B, T, D] -> [B, H, T, Dh]
+    k = split_heads(x @ w_k + b_k, config.n_heads)  # [B, T, D] -> [B, H, T, Dh]
+    v = split_heads(x @ w_v + b_v, config.n_heads)  # [B, T, D] -> [B, H, T, Dh]
+    scores = q @ k.swapaxes(-1, -2) / math.sqrt(config.head_dim)  # [B, H, T, T]: query x key
+    scores = scores + mask_bias[:, None, None, :]  # + [B, 1, 1, T]: padding keys get -huge
+    probs = softmax(scores)  # [B, H, T, T]: each query's weights over the keys sum to 1
+    context = probs @ v  # [B, H, T, T] @ [B, H, T, Dh] -> [B, H, T, Dh]
+    out = linear(merge_heads(context), blk.out)  # [B, H, T, Dh] -> [B, T, D] -> [B, T, D]
+    for name, value in (("q", q), ("k", k), ("v", v), ("scores", scores), ("probs", probs)):
+        trace(f"attention.{name}", value)
+    trace("attention.output", out)
+    return out, probs
+
+
+def feed_forward(
+    h: np.ndarray, blk: Block, config: DistilBertConfig, trace: Trace
+) -> np.ndarray:  # [B, T, D] -> [B, T, D]
+    hidden = ACTIVATIONS[config.activation](linear(h, blk.ffn_in))  # [B, T, D] -> [B, T, F]
+    trace("ffn.hidden", hidden)
+    return linear(hidden, blk.ffn_out)  # [B, T, F] -> [B, T, D]
+
+
+def block(
+    x: np.ndarray, mask_bias: np.ndarray, blk: Block, config: DistilBertConfig, trace: Trace
+) -> tuple[np.ndarray, np.ndarray]:  # [B, T, D] -> [B, T, D], probabilities [B, H, T, T]
+    eps = config.layer_norm_eps
+    attended, probs = attention(x, mask_bias, blk, config, trace)  # [B, T, D]
+    h = layer_norm(x + attended, blk.attention_norm, eps)  # residual, then LN: [B, T, D]
+    trace("attention_norm", h)
+    out = layer_norm(h + feed_forward(h, blk, config, trace), blk.output_norm, eps)  # [B, T, D]
+    trace("output_norm", out)
+    return out, probs
+
+
+def encoder(
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    weights: Weights,
+    config: DistilBertConfig,
+    *,
+    token_type_ids: np.ndarray | None = None,
+    dtype: Any = np.float64,
+    trace: Trace = _quiet,
+) -> ModelOutput:  # [B, T] ids and mask -> [B, T, D], every layer's [B, T, D] and [B, H, T, T]
+    """The encoder on a right-padded batch, as transformers' ``DistilBertModel``."""
+    # Padding keys get the dtype's minimum added to their scores (transformers' choice: -inf
+    # would make a row with every key masked NaN; this makes it uniform), so softmax gives them 0.
+    mask_bias = np.where(attention_mask == 0, np.finfo(dtype).min, 0).astype(dtype)  # [B, T]
+    x = embed(input_ids, weights.embeddings, config, token_type_ids, dtype, trace)  # [B, T, D]
+    trace("embeddings", x)
+    hidden_states, attentions = [x], []
+    for i, blk in enumerate(weights.blocks):
+
+        def layer_trace(name: str, value: np.ndarray, i: int = i) -> None:
+            trace(f"layer.{i}.{name}", value)
+
+        x, probs = block(x, mask_bias, blk, config, layer_trace)  # [B, T, D] -> [B, T, D]
+        hidden_states.append(x)
+        attentions.append(probs)
+    return ModelOutput(x, tuple(hidden_states), tuple(attentions))
+
+
+def forward(
+    model: Any,
+    input_ids: Any,
+    attention_mask: Any = None,
+    *,
+    token_type_ids: Any = None,
+    dtype: Any = np.float64,
+    trace: Trace = _quiet,
+) -> ModelOutput:  # [B, T] -> [B, T, D]
+    """``model(input_ids, attention_mask, output_hidden_states=True, output_attentions=True)``,
+    the textbook way: ``model`` is anything with ``.weights`` and ``.config``.
+
+    >>> import npdistil
+    >>> from npdistil import reference
+    >>> model = npdistil.load("tests/fixtures/tiny")  # doctest: +SKIP
+    >>> reference.forward(model, [[2, 180, 3]]).last_hidden_state.shape  # doctest: +SKIP
+    (1, 3, 20)
+    """
+    ids = np.atleast_2d(np.asarray(input_ids))  # [T] or [B, T] -> [B, T]
+    mask = np.ones_like(ids) if attention_mask is None else np.atleast_2d(attention_mask)
+    types = None if token_type_ids is None else np.atleast_2d(token_type_ids)  # [B, T]
+    return encoder(
+        ids, mask, model.weights, model.config, token_type_ids=types, dtype=dtype, trace=trace
+    )
