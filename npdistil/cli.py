@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, inside
 from .api import DistilBert, load
 from .encode import TokenEmbeddings, WordEmbeddings
 from .errors import InputError, NpdistilError
@@ -108,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a model: config, size, source, tensors")
     i.add_argument("source", help="npdistil file, Hub id or local checkpoint folder")
     i.add_argument("--revision")
+    i.add_argument(
+        "--tensors", action="store_true", help="print the weight tree with shapes instead"
+    )
+    _inside_parsers(sub)
     return p
 
 
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(report(measure=not args.no_measure))
             return 0
+        if args.command in _INSIDE:
+            return _INSIDE[args.command](args)
         return _info(args)
     except (NpdistilError, OSError) as exc:
         print(f"npdistil: error: {exc}", file=sys.stderr)
@@ -145,6 +151,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     model = load(args.source, revision=args.revision)
+    if args.tensors:
+        print(inside.weight_tree(model))
+        return 0
     f = model._file
     print(
         json.dumps(
@@ -173,7 +182,7 @@ def _arrays(tree: Any) -> Iterator[np.ndarray]:
             yield from _arrays(item)
 
 
-# ---- embed --------------------------------------------------------------------------------------
+# ---- embed ---------------------------------------------------------------------------------------
 
 
 def _read_texts(path: Path, field: str, id_field: str) -> Iterator[tuple[Any, str]]:
@@ -271,6 +280,64 @@ def _print_results(texts: list[str], results: Any, kind: str) -> None:
 def _vector(v: np.ndarray) -> str:
     head = ", ".join(f"{x:+.4f}" for x in v[:4])
     return f"[{head}, ...]"
+
+
+# ---- looking inside: trace, attention ------------------------------------------------------------
+
+
+def _inside_parsers(sub: Any) -> None:
+    t = sub.add_parser(
+        "trace", help="run one text through the textbook forward pass, printing every stage"
+    )
+    t.add_argument("text", help="the text to trace")
+    _model_options(t)
+
+    a = sub.add_parser("attention", help="show one text's attention probabilities")
+    a.add_argument("text", help="the text to look at")
+    _model_options(a)
+    a.add_argument("--layer", type=int, default=0, help="layer, from 0 (default: %(default)s)")
+    a.add_argument("--head", type=int, help="one head, from 0 (default: every head of the layer)")
+    a.add_argument("--png", type=Path, help="also draw the heads as a PNG (needs matplotlib)")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="Hub id, local checkpoint folder or npdistil file (default: %(default)s)",
+    )
+    parser.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
+
+
+def _trace(args: argparse.Namespace) -> int:
+    model = load(args.model, revision=args.revision)
+    print(inside.format_trace(inside.trace(model, args.text)))
+    return 0
+
+
+def _attention(args: argparse.Namespace) -> int:
+    model = load(args.model, revision=args.revision)
+    c = model.config
+    if not 0 <= args.layer < c.n_layers:
+        raise InputError(f"--layer {args.layer}: the model has layers 0..{c.n_layers - 1}")
+    if args.head is not None and not 0 <= args.head < c.n_heads:
+        raise InputError(f"--head {args.head}: the model has heads 0..{c.n_heads - 1}")
+    tokens, attentions = inside.attentions(model, args.text)
+    heads = range(c.n_heads) if args.head is None else [args.head]
+    for h in heads:
+        title = f"layer {args.layer}, head {h} (rows: queries, columns: keys)"
+        print(inside.attention_map(attentions[args.layer][h], tokens, title) + "\n")
+    print("shades: ' ' < 0.1 <= '.' < 0.2 <= ':' ... '%' < 0.9 <= '@'")
+    if args.png is not None:
+        names = [f"layer {args.layer}, head {h}" for h in heads]
+        inside.attention_png(
+            args.png, attentions[args.layer][list(heads)], tokens, args.text, names
+        )
+        print(f"wrote {args.png}", file=sys.stderr)
+    return 0
+
+
+_INSIDE = {"trace": _trace, "attention": _attention}
 
 
 if __name__ == "__main__":  # pragma: no cover
