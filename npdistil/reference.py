@@ -114,7 +114,11 @@ def embed(
 
 
 def attention(
-    x: np.ndarray, mask_bias: np.ndarray, blk: Block, config: DistilBertConfig, trace: Trace
+    x: np.ndarray,
+    mask_bias: np.ndarray,
+    blk: Block,
+    config: DistilBertConfig,
+    trace: Trace = _quiet,
 ) -> tuple[np.ndarray, np.ndarray]:  # [B, T, D] -> [B, T, D], probabilities [B, H, T, T]
     w_q, w_k, w_v = np.split(blk.qkv.weight, 3, axis=1)  # [D, 3D] -> 3 x [D, D]
     b_q, b_k, b_v = np.split(blk.qkv.bias, 3)  # [3D] -> 3 x [D]
@@ -133,7 +137,7 @@ def attention(
 
 
 def feed_forward(
-    h: np.ndarray, blk: Block, config: DistilBertConfig, trace: Trace
+    h: np.ndarray, blk: Block, config: DistilBertConfig, trace: Trace = _quiet
 ) -> np.ndarray:  # [B, T, D] -> [B, T, D]
     hidden = ACTIVATIONS[config.activation](linear(h, blk.ffn_in))  # [B, T, D] -> [B, T, F]
     trace("ffn.hidden", hidden)
@@ -141,7 +145,11 @@ def feed_forward(
 
 
 def block(
-    x: np.ndarray, mask_bias: np.ndarray, blk: Block, config: DistilBertConfig, trace: Trace
+    x: np.ndarray,
+    mask_bias: np.ndarray,
+    blk: Block,
+    config: DistilBertConfig,
+    trace: Trace = _quiet,
 ) -> tuple[np.ndarray, np.ndarray]:  # [B, T, D] -> [B, T, D], probabilities [B, H, T, T]
     eps = config.layer_norm_eps
     attended, probs = attention(x, mask_bias, blk, config, trace)  # [B, T, D]
