@@ -141,7 +141,9 @@ def feed_forward(
 ) -> np.ndarray:  # [B, T, D] -> [B, T, D]
     hidden = ACTIVATIONS[config.activation](linear(h, blk.ffn_in))  # [B, T, D] -> [B, T, F]
     trace("ffn.hidden", hidden)
-    return linear(hidden, blk.ffn_out)  # [B, T, F] -> [B, T, D]
+    out = linear(hidden, blk.ffn_out)  # [B, T, F] -> [B, T, D]
+    trace("ffn.output", out)
+    return out
 
 
 def block(

@@ -56,7 +56,7 @@ EXPOSED = ["embeddings"] + [
 
 def test_trace_statistics_match_transformers_stages():
     stages = {s.name: s for s in inside.trace(npdistil.load(TINY), TEXT)}
-    assert len(stages) == 2 + 3 * 9
+    assert len(stages) == 2 + 3 * 10
     for name in EXPOSED:
         expected = _transformers_stage(name).astype(np.float64)
         s = stages[name]
@@ -74,7 +74,7 @@ def test_cli_trace_prints_every_stage():
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["stage", "shape", "mean", "std", "max", "|x|"]
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert len(rows) == 2 + 3 * 9
+    assert len(rows) == 2 + 3 * 10
     assert f"[1, 4, {N_TOKENS}, {N_TOKENS}]" in rows["layer.0.attention.scores"]
     for name in EXPOSED:
         *_, mean, std, top = rows[name].split()

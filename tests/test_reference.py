@@ -177,7 +177,8 @@ def test_trace_sees_every_stage_in_order():
     expected = ["embeddings.sum", "embeddings"]
     for i in range(model.config.n_layers):
         expected += [f"layer.{i}.attention.{n}" for n in per_layer]
-        expected += [f"layer.{i}.attention_norm", f"layer.{i}.ffn.hidden", f"layer.{i}.output_norm"]
+        expected += [f"layer.{i}.attention_norm", f"layer.{i}.ffn.hidden", f"layer.{i}.ffn.output"]
+        expected += [f"layer.{i}.output_norm"]
     assert names == expected
     traced = dict(seen)
     b, t = ids.shape
