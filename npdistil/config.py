@@ -26,7 +26,9 @@ class DistilBertConfig:
 
     vocab_size: int = 28996  # cased WordPiece vocabulary
     dim: int = 768  # D, the model width
-    n_layers: int = 6  # half of BERT-base's 12: the "distil" in DistilBERT
+    # Half of BERT-base's 12. The "distil" in the name is how it was trained, by knowledge
+    # distillation from BERT-base, not this halving (docs/distilbert-and-bert.md).
+    n_layers: int = 6
     n_heads: int = 12  # H; each head is dim / n_heads = 64 wide
     hidden_dim: int = 3072  # F, the feed-forward width (4 * dim)
     max_position_embeddings: int = 512  # longest input, in tokens, [CLS] and [SEP] included
