@@ -154,9 +154,9 @@ def attention_map(probs: np.ndarray, tokens: Sequence[str], title: str = "") -> 
     key token, darker where the query attends more (``' '`` below 0.1 ... ``'@'`` 0.9 and up).
 
     >>> print(attention_map(np.array([[1.0, 0.0], [0.25, 0.75]]), ["[CLS]", "hi"]))
-                0 1
-     0    [CLS] @
-     1       hi : =
+              0 1
+     0  [CLS] @
+     1     hi : #
     """
     probs = np.asarray(probs)
     t = len(tokens)

@@ -56,7 +56,7 @@ def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float) -> np.ndarray:  # [..
     return (x - mean) / np.sqrt(var + eps) * norm.weight + norm.bias  # [..., D]
 
 
-# NumPy has no erf; the standard library's is exact to double precision, one number at a time.
+# NumPy has no erf; the standard library's is accurate to double precision, one number at a time.
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 

@@ -18,6 +18,7 @@ from conftest import FIXTURES, TINY_MODELS, tiny_reference
 import npdistil
 from npdistil import reference
 from npdistil.errors import InputError
+from npdistil.model import forward_packed
 
 META, REF = tiny_reference()
 FULL = np.load(FIXTURES / "full_size_reference.npz")
@@ -131,6 +132,23 @@ def test_fast_path_equals_reference_on_odd_batches(parity):
     # minimum, not -inf, so no NaN).
     probs = reference.forward(model, ids, mask).attentions[0][2]
     np.testing.assert_allclose(probs, 1 / 23, rtol=1e-12)
+
+
+def test_packed_fast_path_equals_reference_per_sequence(parity):
+    """forward_packed (sequences back to back, no padding, runs of equal length, split between
+    threads) against the reference run on each sequence alone."""
+    model = npdistil.load(FIXTURES / "tiny")
+    rng = np.random.default_rng(5)
+    lengths = [3, 17, 3, 40, 1, 17, 9, 3, 25, 2]
+    sequences = [rng.integers(5, model.config.vocab_size, size=n) for n in lengths]
+    packed = forward_packed(sequences, model.weights, model.config)
+    expected = [reference.forward(model, s).last_hidden_state[0] for s in sequences]
+    error = parity(
+        "fast vs reference packed sequences",
+        np.concatenate(packed),
+        np.concatenate(expected),
+    )
+    assert error <= FAST_TOLERANCE
 
 
 def test_float32_reference_is_float32_and_close(parity):
