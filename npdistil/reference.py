@@ -103,10 +103,9 @@ def embed(
     tokens = input_ids.shape[1]
     x = emb.word[input_ids].astype(dtype)  # [B, T] -> [B, T, D]: one row of the table per id
     x = x + emb.position[:tokens]  # + [T, D]: positions 0..T-1 (padding is on the right)
-    token_type = getattr(emb, "token_type", None)  # [types, D], BERT only: DistilBERT has none
-    if token_type is not None:
+    if emb.token_type is not None:  # BERT only: [types, D], sentence A or B of a pair
         types = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids  # [B, T]
-        x = x + token_type[types]  # + [B, T, D]
+        x = x + emb.token_type[types]  # + [B, T, D]
     elif token_type_ids is not None and np.any(token_type_ids):
         raise InputError("token_type_ids: this model has no token-type embeddings (DistilBERT)")
     trace("embeddings.sum", x)

@@ -9,7 +9,6 @@ float64, so "reference vs fast path" measures the fast path's float32 rounding a
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from conftest import FIXTURES, TINY_MODELS, tiny_reference
 import npdistil
 from npdistil import reference
 from npdistil.errors import InputError
-from npdistil.model import forward_packed
+from npdistil.model import forward, forward_packed
 
 META, REF = tiny_reference()
 FULL = np.load(FIXTURES / "full_size_reference.npz")
@@ -211,20 +210,13 @@ def test_trace_sees_every_stage_in_order():
 # ---- BERT's token types --------------------------------------------------------------------------
 
 
-class _BertEmbeddings(NamedTuple):  # model.Embeddings plus BERT's token-type table
-    word: np.ndarray
-    position: np.ndarray
-    norm: object
-    token_type: np.ndarray  # [types, D]
-
-
 def test_token_types_are_added_before_the_layer_norm():
     """A token-type table adds row ``type`` to each token: the same as folding that row into the
     position table (how all-MiniLM-L6-v2 was first run on npdistil's forward)."""
     model = npdistil.load(FIXTURES / "tiny")
     emb, config = model.weights.embeddings, model.config
     types_table = np.random.default_rng(3).standard_normal((2, config.dim)).astype(np.float32)
-    bert = _BertEmbeddings(emb.word, emb.position, emb.norm, types_table)
+    bert = emb._replace(token_type=types_table)
     ids = REF["tiny/input_ids"][:2]
 
     folded = emb._replace(position=emb.position.astype(np.float64) + types_table[1])
@@ -248,3 +240,18 @@ def test_distilbert_refuses_token_types():
     )
     with pytest.raises(InputError, match="token_type_ids"):
         reference.forward(model, ids, token_type_ids=zeros + 1)
+
+
+def test_fast_path_equals_reference_with_token_types(parity):
+    """A BERT-style token-type table, sentence pairs with types 0 and 1, padded."""
+    model = npdistil.load(FIXTURES / "tiny")
+    table = np.random.default_rng(9).standard_normal((2, model.config.dim)).astype(np.float32)
+    weights = model.weights._replace(embeddings=model.weights.embeddings._replace(token_type=table))
+    ids, mask = REF["tiny/input_ids"], REF["tiny/attention_mask"]
+    types = (np.arange(ids.shape[1])[None, :] >= mask.sum(1, keepdims=True) // 2).astype(np.int64)
+    fast = forward(ids, mask, weights, model.config, token_type_ids=types)
+    ref = reference.encoder(ids, mask, weights, model.config, token_type_ids=types)
+    plain = reference.encoder(ids, mask, model.weights, model.config)
+    assert np.abs(ref.last_hidden_state - plain.last_hidden_state).max() > 0.1  # types matter
+    error = parity("fast vs reference token types", fast.last_hidden_state, ref.last_hidden_state)
+    assert error <= FAST_TOLERANCE
