@@ -112,6 +112,7 @@ def embed(
         types = np.zeros_like(ids) if token_types is None else token_types
         added += emb.token_type[types]
     return layer_norm(x, emb.norm, eps, residual=added)  # LN(word + position (+ type))
+    # = reference.embed, rows taken from the flat axis
 
 
 def self_attention(
@@ -125,7 +126,8 @@ def self_attention(
     sync: Callable[[], object],
 ) -> np.ndarray:  # [n, D] -> [n, D], the n tokens of ``rows``
     sync()  # every part is done with the previous layer's keys and values
-    linear(x, blk.qkv, out=scratch.qkv[rows])  # [n, D] -> [n, 3D]: q, k, v side by side
+    # [n, D] -> [n, 3D]: q, k, v side by side, one product for the three of reference.attention
+    linear(x, blk.qkv, out=scratch.qkv[rows])
     sync()  # every part has written its tokens' keys and values: attention reads them all
     # softmax(q k^T / sqrt(Dh) + mask) v, for each head of each of these tokens, heads merged
     context = attention(
@@ -134,7 +136,8 @@ def self_attention(
     return linear(context, blk.out)  # [n, D] -> [n, D]
 
 
-# The feed-forward runs this many rows at a time, so its [n, F] activation never exists whole.
+# The feed-forward runs this many rows at a time, so its [n, F] activation never exists whole
+# (row by row, the same as reference.feed_forward on all of them).
 _FFN_ROWS = 512
 
 
@@ -271,7 +274,8 @@ def forward_packed(
     config: DistilBertConfig,
     token_types: Sequence[np.ndarray] | None = None,
 ) -> list[np.ndarray]:  # n_seq x [n_i] ids -> n_seq x [n_i, D]
-    """The last hidden state of each sequence, as if each were run alone, without padding.
+    """The last hidden state of each sequence, as if each were run alone, without padding
+    (= ``reference.forward`` on each sequence alone; tested).
 
     Each sequence is a 1-D array of token ids, special tokens included, at most
     ``max_position_embeddings`` long (``token_types``, if given, one array of 0 and 1 per

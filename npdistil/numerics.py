@@ -72,7 +72,8 @@ def linear(
     x: np.ndarray, lin: Linear, activation: str | None = None, out: np.ndarray | None = None
 ) -> np.ndarray:  # [..., in] -> [..., out]
     """``x @ weight + bias``, then ``activation`` ("gelu" or "relu") if given, in one pass
-    over the output; written into ``out`` (C-contiguous) when given."""
+    over the output; written into ``out`` (C-contiguous) when given. = ``reference.linear``,
+    then ``reference.gelu`` / ``reference.relu``."""
     y = np.matmul(x, lin.weight, out=out)
     for block in _row_blocks(y):
         block += lin.bias
@@ -153,7 +154,7 @@ def gelu(x: np.ndarray) -> np.ndarray:  # [...], in place
     return x
 
 
-def relu(x: np.ndarray) -> np.ndarray:  # [...], in place
+def relu(x: np.ndarray) -> np.ndarray:  # [...], in place; = reference.relu
     return np.maximum(x, 0, out=x)
 
 
@@ -167,7 +168,8 @@ def layer_norm(
     x: np.ndarray, norm: LayerNorm, eps: float, *, residual: np.ndarray | None = None
 ) -> np.ndarray:  # [..., D], in place
     """LayerNorm over the last axis with the biased variance, as torch.nn.LayerNorm; with
-    ``residual`` (same shape), of ``x + residual``: a post-LN block's ``LN(x + f(x))``."""
+    ``residual`` (same shape), of ``x + residual``: a post-LN block's ``LN(x + f(x))``.
+    = ``reference.layer_norm(x + residual)``, in one pass over cache-sized blocks of rows."""
     if not x.flags.c_contiguous:
         x[...] = layer_norm(np.ascontiguousarray(x), norm, eps, residual=residual)
         return x
@@ -205,8 +207,8 @@ class Segments(NamedTuple):
     @classmethod
     def padded(cls, attention_mask: np.ndarray) -> Segments:  # [B, T] of 0 and 1
         """B sequences of T tokens; keys where the mask is 0 get float32's minimum, as in
-        transformers (the minimum, not -inf: a row with every key masked then gets a uniform
-        softmax instead of NaN)."""
+        transformers and ``reference.encoder``'s ``mask_bias`` (the minimum, not -inf: a row
+        with every key masked then gets a uniform softmax instead of NaN)."""
         b, t = attention_mask.shape
         padding = attention_mask == 0
         bias = np.where(padding, np.finfo(FLOAT).min, FLOAT(0)).astype(FLOAT)
@@ -282,7 +284,8 @@ def attention(
     heads, or a few heads of a long one). They are computed transposed, [keys, queries], so that
     the max and sum over keys run down columns (vectorised) instead of along many short rows;
     without ``probs`` the softmax's division is applied to the [T, Dh] context instead of the
-    [T, T] probabilities. Equal to ``reference.attention``, up to rounding.
+    [T, T] probabilities; heads are strided views, never copies. Equal, up to rounding, to
+    ``reference.attention`` (its ``split_heads``, ``softmax`` and ``merge_heads``).
     """
     n, three_d = qkv.shape
     rows = rows or slice(0, n)
