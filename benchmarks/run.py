@@ -1,25 +1,33 @@
-"""npdistil against PyTorch and ONNX Runtime on the CPU, side by side, in one run (issue 3).
+"""npdistil against PyTorch and ONNX Runtime on the CPU, side by side, in one run (issue 12).
 
     pip install -e ".[bench]"
-    python benchmarks/run.py    # ~15 min on an idle 2-core machine; --quick for a smoke run
+    python benchmarks/run.py    # ~15-20 min on an idle 2-core machine; --quick for a smoke run
 
 Same machine, same thread count (2 by default), same full-size distilbert-base-cased-shaped
-weights for all three systems. Each system runs in its own process; timed runs of the systems
-are interleaved, so a noisy neighbour slows all of them alike. Prints the machine, the BLAS
-build and threads, every measurement and a table of issue 3's targets (MET / NOT MET) as
-markdown, and writes everything to benchmarks/out/results.json.
+weights for every system. Each system runs in its own process. Timings are paired: in every
+round each system is timed back to back (the order rotates between rounds), the ratio of two
+systems is taken within the round, and the figure reported is the median of those per-round
+ratios, with their min and max (the machines here are shared and drift 2x within minutes).
 
-Measured: throughput at batch x tokens 1x16, 1x128, 8x128, 32x128 (random ids, full masks);
-the float32 matmul peak and npdistil's fraction of the roofline; the paragraphs of
-``pydoc_data.topics`` as users run each system; start-up of a new process to the first
-embedding; peak RSS of a process embedding one 32x128 batch; npdistil's max abs error
-against PyTorch.
+Peers: PyTorch (eager) and ONNX Runtime on three fp32 graphs of the same model (the TorchScript
+export, as Optimum makes it; that export after ORT's transformer optimizer; an eager-attention
+export after the optimizer); npdistil is held to the strongest of the three at each shape.
+ORT's dynamic int8 quantisation is a reference row (another accuracy class: its distance from
+fp32 is printed). npdistil's int8 and float16 files are measured against its float32 file when
+the installed npdistil makes them (``convert_folder(..., dtype=...)``).
+
+Also measured: one- and two-thread sgemm peaks of NumPy/OpenBLAS and ORT's MLAS at the model's
+shapes (the roofline uses the best); the paragraphs of ``pydoc_data.topics`` as users run each
+system; start-up of a new process to its first embedding; peak RSS of fresh processes; parity
+against PyTorch. Prints markdown with every target of issue 12 (MET / NOT MET) and writes
+everything to benchmarks/out/results.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -30,16 +38,34 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SYSTEM_NAMES = ("npdistil", "pytorch", "onnxruntime")
-LABEL = {"npdistil": "npdistil", "pytorch": "PyTorch", "onnxruntime": "ONNX Runtime"}
+# The systems timed against each other, and the fp32 ONNX graphs npdistil is held to.
+PEERS = (
+    "npdistil",
+    "pytorch",
+    "onnxruntime",
+    "onnxruntime_optimized",
+    "onnxruntime_eager_optimized",
+    "onnxruntime_int8",
+)
+ORT_FP32 = ("onnxruntime", "onnxruntime_optimized", "onnxruntime_eager_optimized")
+SMALL = ("npdistil", "npdistil_int8", "npdistil_float16")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-# Set on some machines here to work around old OpenBLAS bugs; they slow a current NumPy.
+# Set on some machines here to work around old OpenBLAS bugs; they halve a current NumPy's
+# matmul on an AVX-512 CPU (they pin OpenBLAS to its AVX2 "Haswell" kernel).
 OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 SHAPES = ((1, 16), (1, 128), (8, 128), (32, 128))
 # The model: distilbert-base-cased.
 D, F, N_LAYERS, T_ROOF = 768, 3072, 6, 128
-PEAK_SHAPE = (4096, 768, 3072)  # the FFN's first matmul at 32 x 128 tokens
-MODEL_SHAPES = ((1024, 768, 2304), (1024, 768, 3072), (1024, 3072, 768), (4096, 768, 2304))
+# Matrix products as the model makes them, [m, k] @ [k, n]: the FFN at 32x128 and 8x128
+# tokens, the attention linears at 8x128, and the small products of one sequence.
+CEILING_SHAPES = (
+    (4096, 768, 3072),
+    (1024, 768, 3072),
+    (1024, 3072, 768),
+    (1024, 768, 768),
+    (128, 768, 3072),
+    (16, 768, 3072),
+)
 
 
 def log(message: str) -> None:
@@ -60,6 +86,20 @@ def set_environment(threads: int, keep_openblas: bool) -> dict[str, Any]:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return before
+
+
+def openblas_message(before: dict[str, Any], keep: bool) -> str:
+    """What the run did with the OpenBLAS tuning variables, in one sentence."""
+    found = {k: before.get(k) for k in OPENBLAS_TUNING if before.get(k) is not None}
+    if not found:
+        return "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE were not set"
+    listed = ", ".join(f"{k}={v}" for k, v in found.items())
+    if keep:
+        return f"{listed} set in the environment and KEPT (--keep-openblas-env)"
+    return (
+        f"{listed} set in the environment: UNSET for this run and its children "
+        "(they halve NumPy's matmul on AVX-512 CPUs; a user's machine would not have them)"
+    )
 
 
 # ---- processes --------------------------------------------------------------------------------
@@ -144,6 +184,23 @@ class Worker:
         self.process.join(timeout=30)
 
 
+def start_workers(names: tuple[str, ...], assets: dict[str, Any]) -> dict[str, Worker]:
+    workers: dict[str, Worker] = {}
+    try:
+        for name in names:
+            log(f"  starting {name} ...")
+            workers[name] = Worker(name, assets)
+    except BaseException:
+        close_workers(workers)
+        raise
+    return workers
+
+
+def close_workers(workers: dict[str, Worker]) -> None:
+    for w in workers.values():
+        w.close()
+
+
 # ---- measurements -----------------------------------------------------------------------------
 
 
@@ -201,37 +258,84 @@ class Quiet:
 
 def measure_shapes(
     workers: dict[str, Worker],
+    names: tuple[str, ...],
+    shapes: tuple[tuple[int, int], ...],
     rounds: int,
     round_seconds: float,
     quiet: Quiet,
     after_each: Any = None,
 ) -> dict[str, Any]:
-    """Per shape: warm-up, then ``rounds`` rounds in which each system (in rotating order)
-    makes enough back-to-back calls to fill about ``round_seconds``. Median per call."""
+    """Per shape: a warm-up, then ``rounds`` rounds in which every system, in an order that
+    rotates by one each round, makes enough back-to-back calls to fill about
+    ``round_seconds`` (at least one). A system's time in a round is the median of its calls
+    there; ``paired`` compares two systems round by round."""
     results: dict[str, Any] = {}
-    names = list(workers)
-    for b, t in SHAPES:
+    for b, t in shapes:
         ids, mask = random_batch(b, t)
         calls = {}
-        for name, w in workers.items():
-            warm = w.call("time_forward", ids, mask, 3)
-            calls[name] = max(1, min(40, round(round_seconds / min(warm))))
-        samples: dict[str, list[float]] = {name: [] for name in names}
-        for r in range(rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                quiet.wait()
-                samples[name] += workers[name].call("time_forward", ids, mask, calls[name])
-        shape = {}
         for name in names:
-            s = summary(samples[name])
+            warm = workers[name].call("time_forward", ids, mask, 1)
+            if warm[0] < 1.0:  # big shapes are warm after one call; small ones get three
+                warm += workers[name].call("time_forward", ids, mask, 2)
+            calls[name] = max(1, min(40, round(round_seconds / min(warm))))
+        per_round: dict[str, list[float]] = {name: [] for name in names}
+        orders = []
+        for r in range(rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            orders.append(order)
+            for name in order:
+                quiet.wait()
+                times = workers[name].call("time_forward", ids, mask, calls[name])
+                per_round[name].append(statistics.median(times))
+        systems = {}
+        for name in names:
+            s: dict[str, Any] = summary(per_round[name])
             s["tokens_per_s"] = b * t / s["median"]
             s["ms"] = 1000 * s["median"]
-            shape[name] = s
-        results[f"{b}x{t}"] = shape
-        log(f"  {b}x{t}: " + ", ".join(f"{n} {shape[n]['tokens_per_s']:,.0f} tok/s" for n in names))
+            s["per_round_seconds"] = per_round[name]
+            systems[name] = s
+        results[f"{b}x{t}"] = {
+            "batch": b,
+            "tokens": t,
+            "calls_per_turn": calls,
+            "orders": orders,
+            "systems": systems,
+        }
+        log(
+            f"  {b}x{t}: "
+            + ", ".join(f"{n} {systems[n]['tokens_per_s']:,.0f} tok/s" for n in names)
+        )
         if after_each is not None:
             after_each()
     return results
+
+
+def paired(shape: dict[str, Any], a: str, b: str) -> dict[str, Any]:
+    """How many times faster ``a`` ran than ``b``, round by round (b's seconds over a's in the
+    same round): the median of the per-round ratios, their min and max."""
+    ta = shape["systems"][a]["per_round_seconds"]
+    tb = shape["systems"][b]["per_round_seconds"]
+    ratios = [y / x for x, y in zip(ta, tb, strict=True)]
+    return {**summary(ratios), "per_round": ratios}
+
+
+def strongest(shape: dict[str, Any], candidates: tuple[str, ...]) -> str:
+    """The candidate with the most tokens/s (median over rounds) at this shape."""
+    present = [c for c in candidates if c in shape["systems"]]
+    return max(present, key=lambda c: shape["systems"][c]["tokens_per_s"])
+
+
+def ratios(throughput: dict[str, Any], base: str, peers: tuple[str, ...]) -> dict[str, Any]:
+    """Per shape: ``base`` against each peer, paired, and against the strongest fp32 ORT graph
+    (when the peers include ORT graphs)."""
+    out: dict[str, Any] = {}
+    for key, shape in throughput.items():
+        entry = {p: paired(shape, base, p) for p in peers if p != base}
+        if any(p in ORT_FP32 for p in peers):
+            best = strongest(shape, ORT_FP32)
+            entry["strongest_ort_fp32"] = {"graph": best, **paired(shape, base, best)}
+        out[key] = entry
+    return out
 
 
 def flops_per_token(t: int) -> dict[str, Any]:
@@ -249,13 +353,38 @@ def flops_per_token(t: int) -> dict[str, Any]:
     }
 
 
-def measure_peak(npdistil: Worker, n: int, quiet: Quiet) -> dict[str, Any]:
+def measure_ceiling(ceiling: Worker, n: int, quiet: Quiet) -> dict[str, Any]:
     quiet.wait()
-    rates = npdistil.call("matmul_rates", [PEAK_SHAPE, *MODEL_SHAPES], n)
-    shapes = [PEAK_SHAPE, *MODEL_SHAPES]
+    return ceiling.call("peaks", list(CEILING_SHAPES), n)
+
+
+def combine_ceiling(runs: list[dict[str, Any]], threads: int) -> dict[str, Any]:
+    """The best of every timing over the runs (taken at the start, after each shape and at the
+    end: the machine's speed drifts), per library, thread count and shape; the roofline uses
+    the best rate at the run's thread count, whichever library and shape gave it."""
+    table: dict[str, Any] = {}
+    best = (0.0, "", "")
+    for lib in ("numpy", "mlas"):
+        for t in runs[0][lib]:
+            for i, (m, k, c) in enumerate(CEILING_SHAPES):
+                rates = [rate for run in runs for rate in run[lib][t][i]]
+                medians = [statistics.median(run[lib][t][i]) for run in runs]
+                key = f"{m}x{k}@{k}x{c}"
+                table.setdefault(key, {})[f"{lib}_{t}t"] = {
+                    "best": max(rates),
+                    "best_median": max(medians),
+                }
+                if t == threads and max(rates) > best[0]:
+                    best = (max(rates), lib, key)
+    flops = flops_per_token(T_ROOF)
+    peak = best[0] * 1e9
     return {
-        f"{m}x{k}@{k}x{c}": {"max": max(r), "median": statistics.median(r)}
-        for (m, k, c), r in zip(shapes, rates, strict=True)
+        "gflops": table,
+        "peak_gflops": best[0],
+        "peak_from": {"library": best[1], "shape": best[2], "threads": threads},
+        "flops": flops,
+        "tokens_per_s": peak / flops["flops_per_token"],
+        "runs": len(runs),
     }
 
 
@@ -291,15 +420,15 @@ def token_stats(texts: list[str], folder: str) -> dict[str, Any]:
 
 
 def measure_corpus(
-    workers: dict[str, Worker], texts: list[str], stats: dict[str, Any], quiet: Quiet
+    workers: dict[str, Worker], ort: str, texts: list[str], stats: dict[str, Any], quiet: Quiet
 ) -> dict[str, Any]:
     """Each way of running the corpus once (after a small warm-up), embeddings kept for a
-    parity check."""
+    parity check. ``ort``: the fp32 ONNX graph that runs it."""
     runs = (
         ("npdistil", "npdistil", True, "model.encode(texts, batch_size=32): sorted by tokens"),
         ("pytorch_corpus_order", "pytorch", False, "batches of 32 in corpus order, padded"),
         ("pytorch_sorted", "pytorch", True, "batches of 32 sorted by length (as ST)"),
-        ("onnxruntime_sorted", "onnxruntime", True, "batches of 32 sorted by length"),
+        ("onnxruntime_sorted", ort, True, "batches of 32 sorted by length"),
     )
     for name in {system for _, system, _, _ in runs}:
         workers[name].call("embed_corpus", texts[:64], 32, True)
@@ -355,6 +484,7 @@ STARTUP_CODE = {
         "print('EMBEDDING', s.run(None, feed)[0].mean(1)[0, :3], flush=True)\n"
     ),
 }
+STARTUP_SYSTEMS = tuple(STARTUP_CODE)
 
 RSS_CODE = {
     "npdistil": (
@@ -389,6 +519,14 @@ RSS_EPILOGUE = (
     "assert h.shape == (32, 128, 768)\n"
     "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
 )
+# A fresh process embedding one sentence with an npdistil file (the small-machine case).
+ONE_SENTENCE_CODE = (
+    "import resource\n"
+    "import npdistil\n"
+    "v = npdistil.load({path!r}).encode(['Hello world!'])\n"
+    "assert v.shape[0] == 1\n"
+    "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+)
 
 
 def time_startup(code: str) -> float:
@@ -414,42 +552,59 @@ def time_startup(code: str) -> float:
 
 def measure_startup(fields: dict[str, Any], runs: int, quiet: Quiet) -> dict[str, Any]:
     """Fresh processes, the systems taking turns; the first round only warms the page cache."""
-    codes = {name: STARTUP_CODE[name].format(**fields) for name in SYSTEM_NAMES}
+    codes = {name: STARTUP_CODE[name].format(**fields) for name in STARTUP_SYSTEMS}
     for code in codes.values():
         time_startup(code)
-    times: dict[str, list[float]] = {name: [] for name in SYSTEM_NAMES}
+    times: dict[str, list[float]] = {name: [] for name in STARTUP_SYSTEMS}
     for _ in range(runs):
         for name, code in codes.items():
             quiet.wait()
             times[name].append(time_startup(code))
     out = {name: summary(t) for name, t in times.items()}
-    log("  start-up: " + ", ".join(f"{n} {out[n]['median']:.2f} s" for n in SYSTEM_NAMES))
+    log("  start-up: " + ", ".join(f"{n} {out[n]['median']:.2f} s" for n in STARTUP_SYSTEMS))
     return out
+
+
+def max_rss_mb(code: str, what: str) -> float:
+    """Peak RSS (``ru_maxrss``) of a fresh ``python -c code`` that prints it."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    line = [x for x in done.stdout.splitlines() if x.startswith("MAXRSS_KB")]
+    if done.returncode != 0 or not line:
+        raise RuntimeError(f"RSS run of {what} failed:\n{done.stderr}")
+    return int(line[0].split()[1]) / 1024
 
 
 def measure_rss(fields: dict[str, Any], quiet: Quiet) -> dict[str, Any]:
     out = {}
-    for name in SYSTEM_NAMES:
-        code = RSS_PRELUDE + RSS_CODE[name].format(**fields) + RSS_EPILOGUE
+    for name in STARTUP_SYSTEMS:
         quiet.wait()
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=False
-        )
-        line = [x for x in done.stdout.splitlines() if x.startswith("MAXRSS_KB")]
-        if done.returncode != 0 or not line:
-            raise RuntimeError(f"RSS run of {name} failed:\n{done.stderr}")
-        out[name] = {"peak_rss_mb": int(line[0].split()[1]) / 1024}
-    log("  peak RSS: " + ", ".join(f"{n} {out[n]['peak_rss_mb']:.0f} MB" for n in SYSTEM_NAMES))
+        code = RSS_PRELUDE + RSS_CODE[name].format(**fields) + RSS_EPILOGUE
+        out[name] = {"peak_rss_mb": max_rss_mb(code, name)}
+    log("  peak RSS: " + ", ".join(f"{n} {out[n]['peak_rss_mb']:.0f} MB" for n in out))
     return out
 
 
 def measure_parity(workers: dict[str, Worker]) -> dict[str, Any]:
+    """Max abs errors of the last hidden state on one 8x128 batch of random ids: npdistil
+    and every fp32 ORT graph against PyTorch; ORT int8 against the fp32 export (with the
+    cosine of the mean-pooled rows); npdistil on a padded batch (real tokens only)."""
     import numpy as np
+    import systems
 
     ids, mask = random_batch(8, 128, seed=1)
     ref = workers["pytorch"].call("forward", ids, mask)
-    mine = workers["npdistil"].call("forward", ids, mask)
-    ort_out = workers["onnxruntime"].call("forward", ids, mask)
+    out: dict[str, Any] = {"input": "8x128 random ids, full mask"}
+    for name in ("npdistil", *ORT_FP32):
+        out[f"{name}_vs_pytorch"] = float(
+            np.abs(workers[name].call("forward", ids, mask) - ref).max()
+        )
+    fp32 = workers["onnxruntime"].call("forward", ids, mask)
+    int8 = workers["onnxruntime_int8"].call("forward", ids, mask)
+    out["onnxruntime_int8_vs_fp32"] = {
+        "max_abs_error": float(np.abs(int8 - fp32).max()),
+        "max_abs_fp32": float(np.abs(fp32).max()),
+        "mean_pooled_cosine": systems.cosine_summary(int8.mean(1), fp32.mean(1)),
+    }
     # and a padded batch: rows of 128, 97, 40 and 5 tokens
     lengths = (128, 97, 40, 5)
     pids, _ = random_batch(len(lengths), 128, seed=2)
@@ -458,20 +613,54 @@ def measure_parity(workers: dict[str, Worker]) -> dict[str, Any]:
     pref = workers["pytorch"].call("forward", pids, pmask)
     pmine = workers["npdistil"].call("forward", pids, pmask)
     keep = pmask.astype(bool)
+    out["padded_4x128_npdistil_vs_pytorch_real_tokens"] = float(
+        np.abs(pmine[keep] - pref[keep]).max()
+    )
+    return out
+
+
+def measure_agreement(
+    workers: dict[str, Worker], pairs: tuple[tuple[str, str], ...], texts: list[str]
+) -> dict[str, Any]:
+    """For each (system, reference): cosine of their mean-pooled sentence embeddings of
+    ``texts`` (tokenization as each runs it), and the max abs error of their last hidden
+    states on one 8x128 batch of random ids."""
+    import numpy as np
+    import systems
+
+    ids, mask = random_batch(8, 128, seed=1)
+    embedded = {}
+    hidden = {}
+    for name in {n for pair in pairs for n in pair}:
+        embedded[name] = workers[name].call("embed_corpus", texts, 32, True)[0]
+        hidden[name] = workers[name].call("forward", ids, mask)
     return {
-        "input": "8x128 random ids, full mask",
-        "npdistil_vs_pytorch": float(np.abs(mine - ref).max()),
-        "onnxruntime_vs_pytorch": float(np.abs(ort_out - ref).max()),
-        "padded_4x128_npdistil_vs_pytorch_real_tokens": float(
-            np.abs(pmine[keep] - pref[keep]).max()
-        ),
+        f"{a}_vs_{b}": {
+            "sentence_cosine": systems.cosine_summary(embedded[a], embedded[b]),
+            "hidden_max_abs_error_8x128": float(np.abs(hidden[a] - hidden[b]).max()),
+        }
+        for a, b in pairs
     }
 
 
 # ---- the machine ------------------------------------------------------------------------------
 
 
-def machine(before: dict[str, Any], threads: int) -> dict[str, Any]:
+def microarchitecture(vendor: str, family: int | None, flags: set[str]) -> str | None:
+    """AMD's core generation from the CPU family (Zen 4 and Zen 3 share family 25; only Zen 4
+    has AVX-512). None when unknown."""
+    if vendor != "AuthenticAMD" or family is None:
+        return None
+    if family == 26:
+        return "Zen 5"
+    if family == 25:
+        return "Zen 4" if "avx512f" in flags else "Zen 3"
+    if family == 23:
+        return "Zen / Zen 2"
+    return None
+
+
+def machine(before: dict[str, Any], threads: int, keep_openblas: bool) -> dict[str, Any]:
     info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
@@ -482,11 +671,19 @@ def machine(before: dict[str, Any], threads: int) -> dict[str, Any]:
                 info[key.strip()] = value.strip()
     except OSError:
         pass
-    flags = info.get("flags", "").split()
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    flags = set(info.get("flags", "").split())
+    simd = [
+        f
+        for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+        if f in flags
+    ]
+    family = int(info["cpu family"]) if info.get("cpu family", "").isdigit() else None
     return {
         "cpu": info.get("model name", platform.processor() or "unknown"),
-        "cpu_family_model": f"family {info.get('cpu family')} model {info.get('model')}",
+        "vendor": info.get("vendor_id"),
+        "cpu_family": family,
+        "cpu_model": info.get("model"),
+        "microarchitecture": microarchitecture(info.get("vendor_id", ""), family, flags),
         "cpu_mhz": info.get("cpu MHz"),
         "cpu_count": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -496,6 +693,7 @@ def machine(before: dict[str, Any], threads: int) -> dict[str, Any]:
         "threads": threads,
         "environment_before": before,
         "openblas_tuning_in_effect": {k: os.environ.get(k) for k in OPENBLAS_TUNING},
+        "openblas_tuning": openblas_message(before, keep_openblas),
     }
 
 
@@ -506,220 +704,29 @@ def load_average() -> list[float] | None:
         return None
 
 
-# ---- report -----------------------------------------------------------------------------------
-
-
-def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 3's targets, each with the measured ratio."""
-    rows = []
-
-    def add(measure: str, target: str, value: float, ok: bool, shown: str) -> None:
-        rows.append(
-            {"measure": measure, "target": target, "value": value, "met": ok, "shown": shown}
-        )
-
-    for shape in ("8x128", "32x128"):
-        s = r["throughput"][shape]
-        for peer in ("pytorch", "onnxruntime"):
-            ratio = s["npdistil"]["tokens_per_s"] / s[peer]["tokens_per_s"]
-            add(
-                f"throughput {shape} vs {LABEL[peer]}",
-                ">= 1.05x",
-                ratio,
-                ratio >= 1.05,
-                f"{ratio:.2f}x",
-            )
-        frac = r["roofline"]["fraction"][shape]
-        add(
-            f"throughput {shape}, share of roofline",
-            ">= 85%",
-            frac,
-            frac >= 0.85,
-            f"{100 * frac:.0f}%",
-        )
-    for shape in ("1x16", "1x128"):
-        s = r["throughput"][shape]
-        ratio = s["npdistil"]["median"] / s["onnxruntime"]["median"]
-        add(f"latency {shape} vs ONNX Runtime", "<= 1.0x", ratio, ratio <= 1.0, f"{ratio:.2f}x")
-    if "corpus" in r:
-        c = r["corpus"]
-        for key, target in (("pytorch_corpus_order", 2.0), ("pytorch_sorted", 1.2)):
-            ratio = c["npdistil"]["tokens_per_s"] / c[key]["tokens_per_s"]
-            label = "padded, corpus order" if key == "pytorch_corpus_order" else "length-sorted"
-            add(
-                f"corpus vs PyTorch {label}",
-                f">= {target}x",
-                ratio,
-                ratio >= target,
-                f"{ratio:.2f}x",
-            )
-    s = r["startup"]
-    ratio = s["npdistil"]["median"] / s["pytorch"]["median"]
-    add("start-up vs PyTorch", "<= 1/8 (0.125x)", ratio, ratio <= 0.125, f"{ratio:.3f}x")
-    m = r["peak_rss"]
-    ratio = m["npdistil"]["peak_rss_mb"] / m["pytorch"]["peak_rss_mb"]
-    add("peak RSS 32x128 vs PyTorch", "<= 0.45x", ratio, ratio <= 0.45, f"{ratio:.2f}x")
-    err = r["parity"]["npdistil_vs_pytorch"]
-    add("max abs error vs PyTorch (8x128)", "<= 1e-4", err, err <= 1e-4, f"{err:.1e}")
-    return rows
-
-
-def markdown(r: dict[str, Any]) -> str:
-    m, sysinfo = r["machine"], r["systems"]
-    npd = sysinfo["npdistil"]
-    pools = npd.get("threadpools", [])
-    blas = (
-        ", ".join(
-            f"{p.get('internal_api')} {p.get('version')} (kernel {p.get('architecture')}, "
-            f"{p.get('num_threads')} threads, {p.get('threading_layer')})"
-            for p in pools
-        )
-        or "unknown"
-    )
-    build = npd.get("numpy_blas_build", {})
-    tuning = m["environment_before"]
-    tuning_text = ", ".join(f"{k}={tuning.get(k) or '(unset)'}" for k in OPENBLAS_TUNING)
-    in_effect = ", ".join(
-        f"{k}={v or '(unset)'}" for k, v in m["openblas_tuning_in_effect"].items()
-    )
-    torch_info = sysinfo["pytorch"]
-    lines = [
-        "### Machine",
-        "",
-        f"- CPU: {m['cpu']} ({m.get('cpu_family_model')}, {m.get('cpu_mhz')} MHz), "
-        f"{m['cpu_count']} cores ({', '.join(m['simd'])}); "
-        f"{m['platform']}; Python {m['python']}",
-        f"- Threads: {m['threads']} for every system (OMP/OPENBLAS/MKL_NUM_THREADS, "
-        "torch.set_num_threads, ORT intra_op_num_threads)",
-        f"- NumPy {npd['numpy']}, BLAS: {blas}; NumPy's build: "
-        f"{build.get('openblas configuration') or build.get('name', 'unknown')}",
-        f"- OpenBLAS tuning variables found: {tuning_text}; in effect for the run: {in_effect}",
-        f"- PyTorch {torch_info['torch']} ({torch_info['attn_implementation']} attention, "
-        f"{torch_info['threads']} threads), transformers {torch_info['transformers']}; "
-        f"ONNX Runtime {sysinfo['onnxruntime']['onnxruntime']} (fp32, CPU provider, "
-        "ORT_ENABLE_ALL); npdistil " + npd["version"],
-        f"- Load average at start {r['load_average']['start']}, at end "
-        f"{r['load_average']['end']}; other processes took "
-        f"{100 * r['other_processes']['share_during_timed_calls']:.1f}% of the CPU during the "
-        "timed calls (the harness "
-        f"waited {r['other_processes']['seconds_waited_for_quiet']:.0f} s for quiet); "
-        f"run took {r['seconds'] / 60:.1f} min" + (" (--quick)" if r["quick"] else ""),
-        "",
-        "### Throughput and latency (random ids, full masks; median per call)",
-        "",
-        "| batch x tokens | npdistil | PyTorch | ONNX Runtime | npdistil/PyTorch | npdistil/ORT |",
-        "|---|---|---|---|---|---|",
-    ]
-    for shape, s in r["throughput"].items():
-        cells = [f"{s[n]['tokens_per_s']:,.0f} tok/s ({s[n]['ms']:.1f} ms)" for n in SYSTEM_NAMES]
-        ratios = [
-            f"{s['npdistil']['tokens_per_s'] / s[p]['tokens_per_s']:.2f}x"
-            for p in ("pytorch", "onnxruntime")
-        ]
-        lines.append(f"| {shape.replace('x', ' x ')} | " + " | ".join(cells + ratios) + " |")
-    roof = r["roofline"]
-    fpt = roof["flops"]
-    lines += [
-        "",
-        "Ratios are npdistil's tokens/s over the peer's (above 1: npdistil is faster).",
-        "",
-        "### Ceiling",
-        "",
-        f"- float32 matmul peak of NumPy, {PEAK_SHAPE[0]}x{PEAK_SHAPE[1]} @ "
-        f"{PEAK_SHAPE[1]}x{PEAK_SHAPE[2]}: **{roof['peak_gflops']:.0f} GFLOP/s** (best of "
-        "its timings at the start, after each shape and at the end of the run)",
-        f"- FLOPs per token at T={fpt['T']}: {fpt['flops_per_token'] / 1e6:.1f} MFLOP "
-        f"({fpt['formula']}; elementwise work not counted)",
-        f"- roofline: {roof['tokens_per_s']:,.0f} tokens/s",
-        "- npdistil: "
-        + ", ".join(f"{shape} {100 * frac:.0f}% of it" for shape, frac in roof["fraction"].items())
-        + "; PyTorch: "
-        + ", ".join(
-            f"{shape} {100 * frac:.0f}%" for shape, frac in roof["pytorch_fraction"].items()
-        ),
-        "- NumPy matmul at the model's shapes (best timing / best median, GFLOP/s): "
-        + "; ".join(f"{k} {v['max']:.0f} / {v['median']:.0f}" for k, v in roof["matmul"].items()),
-    ]
-    if "corpus" in r:
-        c, st = r["corpus"], r["corpus_stats"]
-        proc = st["processed_tokens"]
-        lines += [
-            "",
-            f"### Real corpus: pydoc_data.topics paragraphs ({st['texts']:,} texts)",
-            "",
-            f"Tokens per text (with [CLS]/[SEP], tokenizer below): median "
-            f"{st['median_tokens']:.0f}, 95th percentile {st['p95_tokens']:.0f}, max "
-            f"{st['max_tokens']}, {st['over_512']} over 512 (truncated). Real tokens: "
-            f"{st['real_tokens']:,}. Tokenization and mean pooling are inside the timings.",
-            "",
-            "| system | batching | tokens processed / real | seconds | real tokens/s | "
-            "npdistil/this |",
-            "|---|---|---|---|---|---|",
-        ]
-        padded = {
-            "npdistil": proc["sorted_by_tokens"],
-            "pytorch_corpus_order": proc["corpus_order"],
-            "pytorch_sorted": proc["sorted_by_characters"],
-            "onnxruntime_sorted": proc["sorted_by_characters"],
-        }
-        for key in ("npdistil", "pytorch_corpus_order", "pytorch_sorted", "onnxruntime_sorted"):
-            e = c[key]
-            ratio = c["npdistil"]["tokens_per_s"] / e["tokens_per_s"]
-            lines.append(
-                f"| {LABEL[e['system']]} | {e['batching']} | "
-                f"{padded[key] / st['real_tokens']:.2f} | {e['seconds']:.1f} | "
-                f"{e['tokens_per_s']:,.0f} | {ratio:.2f}x |"
-            )
-        lines += [
-            "",
-            f"npdistil vs PyTorch sentence embeddings: max abs error "
-            f"{c['npdistil_vs_pytorch_max_abs_error']:.1e}.",
-        ]
-    s, rss = r["startup"], r["peak_rss"]
-    lines += [
-        "",
-        "### Start-up, memory, parity",
-        "",
-        "| | npdistil | PyTorch | ONNX Runtime | npdistil/PyTorch |",
-        "|---|---|---|---|---|",
-        "| `python -c` to first embedding (median) | "
-        + " | ".join(f"{s[n]['median']:.2f} s" for n in SYSTEM_NAMES)
-        + f" | {s['npdistil']['median'] / s['pytorch']['median']:.3f}x |",
-        "| peak RSS, one 32x128 batch | "
-        + " | ".join(f"{rss[n]['peak_rss_mb']:.0f} MB" for n in SYSTEM_NAMES)
-        + f" | {rss['npdistil']['peak_rss_mb'] / rss['pytorch']['peak_rss_mb']:.2f}x |",
-        f"| max abs error vs PyTorch, 8x128 | {r['parity']['npdistil_vs_pytorch']:.1e} | — | "
-        f"{r['parity']['onnxruntime_vs_pytorch']:.1e} | |",
-        "",
-        "### Issue 3 targets",
-        "",
-        "| measure | target | measured | |",
-        "|---|---|---|---|",
-    ]
-    for row in r["targets"]:
-        status = "MET" if row["met"] else "NOT MET"
-        lines.append(f"| {row['measure']} | {row['target']} | {row['shown']} | {status} |")
-    tok = r["assets"]["checkpoint"]["tokenizer"]
-    lines += [
-        "",
-        f"Weights: {r['assets']['checkpoint']['weights']} "
-        f"({r['assets']['checkpoint']['n_params']:,} parameters, distilbert-base-cased's "
-        f"shapes). Tokenizer: {tok['kind']}, {tok['vocab_size']:,} entries, trained on "
-        f"{tok['trained_on']}.",
-    ]
-    return "\n".join(lines)
-
-
 # ---- main -------------------------------------------------------------------------------------
+
+
+def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
+    """``"1x16,8x128"`` -> ((1, 16), (8, 128))."""
+    try:
+        shapes = tuple(
+            (int(b), int(t)) for b, t in (part.strip().split("x") for part in text.split(","))
+        )
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not BxT[,BxT...]: {text!r}") from None
+    if not shapes or any(not (b > 0 and 0 < t <= 512) for b, t in shapes):
+        raise argparse.ArgumentTypeError(f"batch >= 1 and 1 <= tokens <= 512: {text!r}")
+    return shapes
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--threads", type=int, default=2, help="threads for every system")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds per shape (7; quick 2)")
+    parser.add_argument("--rounds", type=int, help="paired rounds per shape (7; quick 2)")
     parser.add_argument(
-        "--corpus-step", type=int, help="embed every k-th paragraph only (quick: 8)"
+        "--corpus-step", type=int, help="embed every k-th corpus paragraph only (2; quick 16)"
     )
     parser.add_argument(
         "--keep-openblas-env",
@@ -732,6 +739,12 @@ def main(argv: list[str] | None = None) -> int:
         help="don't wait for other processes to leave the CPU idle before timed runs",
     )
     parser.add_argument("--skip-corpus", action="store_true", help="leave out the corpus")
+    parser.add_argument(
+        "--shapes",
+        type=parse_shapes,
+        default=SHAPES,
+        help="batch x tokens to time, e.g. 1x16,8x128 (default: all four of the targets)",
+    )
     parser.add_argument("--cache", type=Path, default=HERE / "out" / "cache")
     parser.add_argument("--json", type=Path, default=HERE / "out" / "results.json")
     args = parser.parse_args(argv)
@@ -739,94 +752,140 @@ def main(argv: list[str] | None = None) -> int:
     before = set_environment(args.threads, args.keep_openblas_env)
     sys.path.insert(0, str(HERE))
     import assets as assets_module
+    import report
+    import systems
 
     started = time.perf_counter()
     rounds = args.rounds or (2 if args.quick else 7)
+    round_seconds = 0.2 if args.quick else 0.5
+    ceiling_runs = 3 if args.quick else 5
     # After a call, OpenBLAS keeps a thread spinning ~0.1 s and ONNX Runtime ~0.05 s
     # (measured): pause before the next system's turn so that it gets the cores alone.
-    quiet = Quiet(0 if args.no_wait else 600, settle=0.25)
+    quiet = Quiet(0 if args.no_wait else (120 if args.quick else 600), settle=0.25)
     r: dict[str, Any] = {
         "quick": args.quick,
-        "machine": machine(before, args.threads),
+        "rounds": rounds,
+        "machine": machine(before, args.threads, args.keep_openblas_env),
         "load_average": {"start": load_average()},
     }
+    m = r["machine"]
     log(
-        f"machine: {r['machine']['cpu']}, {r['machine']['cpu_count']} cores, "
-        f"load average {r['load_average']['start']}"
+        f"machine: {m['cpu']} (family {m['cpu_family']} model {m['cpu_model']}"
+        f"{', ' + m['microarchitecture'] if m['microarchitecture'] else ''}), "
+        f"{m['cpu_count']} cores, load average {r['load_average']['start']}"
     )
+    log(m["openblas_tuning"])
     assets = assets_module.prepare(args.cache, run_in_child, log)
     r["assets"] = {k: v for k, v in assets.items() if k != "fingerprint"}
+    log("npdistil's small weights: converting ...")
+    assets["small"] = run_in_child(
+        assets_module.convert_small, assets["folder"], assets["small_dir"]
+    )
+    r["small_weights"] = {"conversion": assets["small"]}
+    if not assets["small"]["available"]:
+        log(f"  not measured: {assets['small']['reason']}")
+    all_texts = assets_module.corpus()
+    # Real text for the agreement of int8 / float16 with float32 (each system's tokenizer).
+    sample = all_texts[:: 160 if args.quick else 40]
 
-    log("starting the three systems, each in its own process ...")
-    workers: dict[str, Worker] = {}
+    log("starting the systems, each in its own process ...")
+    workers = start_workers(("ceiling", *PEERS), assets)
     try:
-        for name in SYSTEM_NAMES:
-            workers[name] = Worker(name, assets)
         r["load_seconds_in_worker"] = {n: w.load_seconds for n, w in workers.items()}
         r["systems"] = {n: w.call("describe") for n, w in workers.items()}
         assets["npdistil_file"] = r["systems"]["npdistil"]["converted_file"]
-        log("parity ...")
+        log("parity and the int8 reference's distance from fp32 ...")
         r["parity"] = measure_parity(workers)
-        log("matmul peak ...")
-        peak_runs = 5 if args.quick else 10
-        # Timed at the start, after each shape and at the end: the best is the machine's.
-        peaks = [measure_peak(workers["npdistil"], peak_runs, quiet)]
-        log("throughput and latency, systems interleaved ...")
-        r["throughput"] = measure_shapes(
-            workers,
-            rounds,
-            0.3 if args.quick else 0.5,
-            quiet,
-            lambda: peaks.append(measure_peak(workers["npdistil"], peak_runs, quiet)),
+        r["onnxruntime_int8_agreement"] = measure_agreement(
+            workers, (("onnxruntime_int8", "onnxruntime"),), sample
         )
-        if not args.skip_corpus:
-            texts = assets_module.corpus()
-            step = args.corpus_step or (8 if args.quick else 1)
-            texts = texts[::step]
-            r["corpus_stats"] = token_stats(texts, assets["folder"])
-            r["corpus_stats"]["every_kth_paragraph"] = step
-            log(f"corpus: {len(texts)} paragraphs, {r['corpus_stats']['real_tokens']:,} tokens")
-            r["corpus"] = measure_corpus(workers, texts, r["corpus_stats"], quiet)
-        log("matmul peak again ...")
-        peaks.append(measure_peak(workers["npdistil"], peak_runs, quiet))
-    finally:
-        for w in workers.values():
-            w.close()
+        r["agreement_texts"] = len(sample)
+        log("matmul peaks (NumPy, MLAS; 1 and 2 threads) ...")
+        ceilings = [measure_ceiling(workers["ceiling"], ceiling_runs, quiet)]
 
-    peak_key = next(iter(peaks[0]))
-    peak = max(p[peak_key]["max"] for p in peaks) * 1e9
-    best_at_shapes = {
-        k: {"max": max(p[k]["max"] for p in peaks), "median": max(p[k]["median"] for p in peaks)}
-        for k in peaks[0]
-        if k != peak_key
-    }
-    flops = flops_per_token(T_ROOF)
-    roof_tps = peak / flops["flops_per_token"]
-    r["roofline"] = {
-        "peak_gflops": peak / 1e9,
-        "peak_runs": peaks,
-        "matmul": best_at_shapes,
-        "flops": flops,
-        "tokens_per_s": roof_tps,
-        "fraction": {
-            s: r["throughput"][s]["npdistil"]["tokens_per_s"] / roof_tps
+        def ceiling_again() -> None:
+            ceilings.append(measure_ceiling(workers["ceiling"], ceiling_runs, quiet))
+
+        log(f"throughput, {len(PEERS)} systems paired per round, {rounds} rounds ...")
+        r["throughput"] = measure_shapes(
+            workers, PEERS, args.shapes, rounds, round_seconds, quiet, ceiling_again
+        )
+        r["ratios"] = ratios(r["throughput"], "npdistil", PEERS)
+        # One fp32 graph runs the corpus, start-up and memory: the fastest over all shapes.
+        best_graph = max(
+            ORT_FP32,
+            key=lambda g: sum(
+                math.log(s["systems"][g]["tokens_per_s"]) for s in r["throughput"].values()
+            ),
+        )
+        r["best_ort_fp32"] = best_graph
+        assets["onnx_best"] = assets[systems.SYSTEMS[best_graph].graph]
+        if not args.skip_corpus:
+            texts = all_texts[:: args.corpus_step or (16 if args.quick else 2)]
+            r["corpus_stats"] = token_stats(texts, assets["folder"])
+            r["corpus_stats"]["every_kth_paragraph"] = args.corpus_step or (16 if args.quick else 2)
+            log(f"corpus: {len(texts)} paragraphs, {r['corpus_stats']['real_tokens']:,} tokens")
+            r["corpus"] = measure_corpus(workers, best_graph, texts, r["corpus_stats"], quiet)
+        close_workers({n: w for n, w in workers.items() if n not in ("npdistil", "ceiling")})
+        workers = {n: workers[n] for n in ("npdistil", "ceiling")}
+
+        if assets["small"]["available"]:
+            log("npdistil's int8 and float16 files against its float32 ...")
+            workers.update(start_workers(SMALL[1:], assets))
+            small = r["small_weights"]
+            small["agreement"] = measure_agreement(
+                workers, tuple((name, "npdistil") for name in SMALL[1:]), sample
+            )
+            small["throughput"] = measure_shapes(
+                workers, SMALL, args.shapes, rounds, round_seconds, quiet
+            )
+            small["ratios"] = ratios(small["throughput"], "npdistil", SMALL)
+            # and the other way round: each small file's speed over float32's
+            for key, shape in small["throughput"].items():
+                for name in SMALL[1:]:
+                    small["ratios"][key][f"{name}_over_float32"] = paired(shape, name, "npdistil")
+        log("matmul peaks again ...")
+        ceiling_again()
+    finally:
+        close_workers(workers)
+    r["roofline"] = combine_ceiling(ceilings, args.threads)
+    roof = r["roofline"]["tokens_per_s"]
+    r["roofline"]["fraction"] = {
+        name: {
+            s: r["throughput"][s]["systems"][name]["tokens_per_s"] / roof
             for s in ("8x128", "32x128")
-        },
-        "pytorch_fraction": {
-            s: r["throughput"][s]["pytorch"]["tokens_per_s"] / roof_tps for s in ("8x128", "32x128")
-        },
+            if s in r["throughput"]
+        }
+        for name in ("npdistil", "pytorch", best_graph)
     }
+
+    log("all-MiniLM-L6-v2 (real weights): int8 against float32 ...")
+    r["minilm"] = run_in_child(systems.minilm_agreement, assets["small_dir"], sample)
+    if "skipped" in r["minilm"]:
+        log(f"  skipped: {r['minilm']['skipped']}")
 
     fields = {
         "npdistil_file": assets["npdistil_file"],
         "folder": assets["folder"],
-        "onnx": assets["onnx"],
+        "onnx": assets["onnx_best"],
         "threads": args.threads,
     }
     log("start-up, fresh processes ...")
     r["startup"] = measure_startup(fields, 1 if args.quick else 3, quiet)
     log("peak RSS, fresh processes ...")
     r["peak_rss"] = measure_rss(fields, quiet)
+    # npdistil embedding one sentence: the float32 file users get from load(), and the small
+    # files when there are any.
+    files = {"float32": assets["npdistil_file"]}
+    if assets["small"]["available"]:
+        files = assets["small"]["files"]
+    one = r["small_weights"]["one_sentence_rss_mb"] = {}
+    for dtype, path in files.items():
+        quiet.wait()
+        one[dtype] = max_rss_mb(ONE_SENTENCE_CODE.format(path=path), f"one sentence, {dtype}")
+    log(
+        "  npdistil embedding one sentence: " + ", ".join(f"{d} {v:.0f} MB" for d, v in one.items())
+    )
 
     r["load_average"]["end"] = load_average()
     r["other_processes"] = {
@@ -841,10 +900,11 @@ def main(argv: list[str] | None = None) -> int:
             "during the timed calls: the timings are not trustworthy, run again on a quiet machine"
         )
     r["seconds"] = time.perf_counter() - started
-    r["targets"] = targets(r)
+    r["targets"] = report.targets(r)
+    r["watched"] = report.watched(r)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(r, indent=2, default=str) + "\n")
-    print(markdown(r))
+    print(report.markdown(r))
     log(f"results written to {args.json}")
     return 0
 

