@@ -1,7 +1,7 @@
 """npdistil against PyTorch and ONNX Runtime on the CPU, side by side, in one run (issue 12).
 
     pip install -e ".[bench]"
-    python benchmarks/run.py    # ~15-20 min on an idle 2-core machine; --quick for a smoke run
+    python benchmarks/run.py    # about 15 min on an idle 2-core machine; --quick: smoke run
 
 Same machine, same thread count (2 by default), same full-size distilbert-base-cased-shaped
 weights for every system. Each system runs in its own process. Timings are paired: in every
