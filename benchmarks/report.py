@@ -72,6 +72,16 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         )
     )
     small = r["small_weights"]
+    if small["conversion"].get("failed"):
+        rows.append(
+            _row(
+                "npdistil int8 / float16 files",
+                "the targets below",
+                None,
+                False,
+                "conversion failed",
+            )
+        )
     if small["conversion"]["available"]:
         size = small["conversion"]["bytes"]
         for dtype, limit in FILE_TARGET.items():

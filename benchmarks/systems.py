@@ -393,7 +393,7 @@ def minilm_agreement(output_dir: str, texts: list[str]) -> dict[str, Any]:
             npdistil.convert_folder(folder, path, dtype=dtype)  # type: ignore[call-arg]
             model = npdistil.load(path)
         except Exception as e:  # a BERT that npdistil cannot read yet is a skip, not a crash
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            first = (str(e).strip().splitlines() or [""])[0].replace(folder, "<model folder>")
             return {
                 "skipped": f"npdistil cannot load it ({type(e).__name__}: {first[:200]}); "
                 "it is a BERT: this needs the BERT family on main",
