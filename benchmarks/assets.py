@@ -56,7 +56,7 @@ def _stdlib_docstrings() -> list[str]:
 
     lib = Path(sysconfig.get_paths()["stdlib"])
     pattern = re.compile(r'"""(.*?)"""', re.S)
-    texts = []
+    texts: list[str] = []
     for path in sorted(lib.rglob("*.py")):
         parts = set(path.relative_to(lib).parts)
         if parts & {"site-packages", "dist-packages", "pydoc_data"}:

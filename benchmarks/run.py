@@ -819,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
         r["best_ort_fp32"] = best_graph
-        assets["onnx_best"] = assets[systems.SYSTEMS[best_graph].graph]
+        assets["onnx_best"] = assets[systems.ORT_SYSTEMS[best_graph].graph]
         if not args.skip_corpus:
             texts = all_texts[:: args.corpus_step or (16 if args.quick else 2)]
             r["corpus_stats"] = token_stats(texts, assets["folder"])

@@ -86,7 +86,7 @@ class Npdistil:
 
         config: dict[str, Any] = {}
         with contextlib.suppress(TypeError):  # NumPy < 1.26 only prints its config
-            config = np.show_config(mode="dicts")  # type: ignore[func-returns-value]
+            config = np.show_config(mode="dicts")  # type: ignore[func-returns-value, assignment]
         build = config.get("Build Dependencies", {}).get("blas", {})
         return {
             "version": npdistil.__version__,
@@ -414,6 +414,10 @@ def minilm_agreement(output_dir: str, texts: list[str]) -> dict[str, Any]:
     }
 
 
+ORT_SYSTEMS = {
+    s.name: s
+    for s in (OnnxRuntime, OnnxRuntimeOptimized, OnnxRuntimeEagerOptimized, OnnxRuntimeInt8)
+}
 SYSTEMS = {
     s.name: s
     for s in (
