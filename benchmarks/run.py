@@ -726,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="threads for every system")
     parser.add_argument("--rounds", type=int, help="paired rounds per shape (7; quick 2)")
     parser.add_argument(
-        "--corpus-step", type=int, help="embed every k-th corpus paragraph only (2; quick 16)"
+        "--corpus-step", type=int, help="embed every k-th corpus paragraph only (2; quick 32)"
     )
     parser.add_argument(
         "--keep-openblas-env",
@@ -821,9 +821,10 @@ def main(argv: list[str] | None = None) -> int:
         r["best_ort_fp32"] = best_graph
         assets["onnx_best"] = assets[systems.ORT_SYSTEMS[best_graph].graph]
         if not args.skip_corpus:
-            texts = all_texts[:: args.corpus_step or (16 if args.quick else 2)]
+            step = args.corpus_step or (32 if args.quick else 2)
+            texts = all_texts[::step]
             r["corpus_stats"] = token_stats(texts, assets["folder"])
-            r["corpus_stats"]["every_kth_paragraph"] = args.corpus_step or (16 if args.quick else 2)
+            r["corpus_stats"]["every_kth_paragraph"] = step
             log(f"corpus: {len(texts)} paragraphs, {r['corpus_stats']['real_tokens']:,} tokens")
             r["corpus"] = measure_corpus(workers, best_graph, texts, r["corpus_stats"], quiet)
         close_workers({n: w for n, w in workers.items() if n not in ("npdistil", "ceiling")})
