@@ -26,6 +26,7 @@ everything to benchmarks/out/results.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -180,8 +181,12 @@ class Worker:
         return time.perf_counter(), busy, own + me.ru_utime + me.ru_stime
 
     def close(self) -> None:
-        self.conn.send(None)
+        # A process that already died: its error is what gets reported, not this one.
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
         self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
 
 
 def start_workers(names: tuple[str, ...], assets: dict[str, Any]) -> dict[str, Worker]:
