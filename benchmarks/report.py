@@ -25,6 +25,12 @@ MINILM_COSINE_TARGET = 0.995
 ONE_SENTENCE_RSS_TARGET_MB = 120
 
 
+def _ordinal(n: int) -> str:
+    """1 -> "1st" (every 1st paragraph: all of them), 2 -> "2nd", 32 -> "32nd", 16 -> "16th"."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _ratio(p: dict[str, Any]) -> str:
     """A paired ratio: the median of the per-round ratios and their range."""
     return f"{p['median']:.2f}x ({p['min']:.2f}-{p['max']:.2f})"
@@ -384,7 +390,7 @@ def _corpus(r: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"### Real corpus: pydoc_data.topics paragraphs ({st['texts']:,} texts, every "
-        f"{st['every_kth_paragraph']}th)",
+        f"{_ordinal(st['every_kth_paragraph'])})",
         "",
         f"Tokens per text (with [CLS]/[SEP]): median {st['median_tokens']:.0f}, 95th percentile "
         f"{st['p95_tokens']:.0f}, max {st['max_tokens']}, {st['over_512']} over 512 (truncated). "
@@ -395,7 +401,7 @@ def _corpus(r: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     padded = {
-        "npdistil": proc["sorted_by_tokens"],
+        "npdistil": st["real_tokens"],  # forward_packed: sequences back to back, no padding
         "pytorch_corpus_order": proc["corpus_order"],
         "pytorch_sorted": proc["sorted_by_characters"],
         "onnxruntime_sorted": proc["sorted_by_characters"],
