@@ -37,6 +37,7 @@ __all__ = [
     "SequenceClassificationHead",
     "TokenClassificationHead",
     "QuestionAnsweringHead",
+    "Pooler",
     "forward",
     "forward_packed",
 ]
@@ -67,11 +68,12 @@ class Weights(NamedTuple):
 
 
 class ModelOutput(NamedTuple):
-    """What ``DistilBertModel`` returns, with the same field names."""
+    """What ``DistilBertModel`` (or ``BertModel``) returns, with the same field names."""
 
     last_hidden_state: np.ndarray  # [B, T, D]
     hidden_states: tuple[np.ndarray, ...] | None = None  # n_layers + 1 of [B, T, D]
     attentions: tuple[np.ndarray, ...] | None = None  # n_layers of [B, H, T, T]
+    pooler_output: np.ndarray | None = None  # [B, D], BERT checkpoints that have a pooler
 
 
 # ---- the encoder -----------------------------------------------------------------------------
@@ -305,17 +307,25 @@ def forward_packed(
 
 
 # ---- task heads ------------------------------------------------------------------------------
+# DistilBERT's and BERT's heads compute the same things from differently named tensors (layout.py
+# maps them); the one difference in the maths, the activation after the [CLS] projection of the
+# sequence classifier, is a field.
+
+
+class Pooler(NamedTuple):
+    dense: Linear  # [D, D]  (BERT's "pooler.dense"; DistilBERT has no pooler)
 
 
 class MaskedLMHead(NamedTuple):
-    transform: Linear  # [D, D]  ("vocab_transform")
-    norm: LayerNorm  # [D]  ("vocab_layer_norm")
-    projector: Linear  # [D, V]  ("vocab_projector"; weight tied to the word embeddings)
+    transform: Linear  # [D, D]  ("vocab_transform"; BERT "cls.predictions.transform.dense")
+    norm: LayerNorm  # [D]  ("vocab_layer_norm"; BERT "cls.predictions.transform.LayerNorm")
+    projector: Linear  # [D, V]  (weight tied to the word embeddings; BERT "cls.predictions")
 
 
 class SequenceClassificationHead(NamedTuple):
-    pre_classifier: Linear  # [D, D]
+    pre_classifier: Linear  # [D, D]  (DistilBERT "pre_classifier"; BERT the pooler's dense)
     classifier: Linear  # [D, L]
+    activation: str = "relu"  # after pre_classifier: ReLU in DistilBERT, tanh in BERT's pooler
 
 
 class TokenClassificationHead(NamedTuple):
@@ -324,6 +334,11 @@ class TokenClassificationHead(NamedTuple):
 
 class QuestionAnsweringHead(NamedTuple):
     qa_outputs: Linear  # [D, 2]: start and end logits
+
+
+def pooler_output(hidden: np.ndarray, pooler: Pooler) -> np.ndarray:  # [B, T, D] -> [B, D]
+    """BERT's pooled output: tanh(dense([CLS]))."""
+    return np.tanh(linear(hidden[:, 0], pooler.dense))  # the [CLS] token: [B, D]
 
 
 def masked_lm_logits(
@@ -337,7 +352,8 @@ def masked_lm_logits(
 def sequence_classification_logits(
     hidden: np.ndarray, head: SequenceClassificationHead
 ) -> np.ndarray:  # [B, T, D] -> [B, L]
-    pooled = relu(linear(hidden[:, 0], head.pre_classifier))  # the [CLS] token: [B, D]
+    pooled = linear(hidden[:, 0], head.pre_classifier)  # the [CLS] token: [B, D]
+    pooled = np.tanh(pooled) if head.activation == "tanh" else relu(pooled)
     return linear(pooled, head.classifier)
 
 
