@@ -1,12 +1,12 @@
-"""npdistil: DistilBERT inference in pure NumPy, with the numbers of Hugging Face transformers.
+"""npdistil: DistilBERT and BERT in pure NumPy, with the numbers of Hugging Face transformers.
 
 >>> import npdistil
->>> npdistil.DistilBertConfig().dim
+>>> npdistil.EncoderConfig().dim
 768
 """
 
 from .api import DistilBert, load
-from .config import DistilBertConfig
+from .config import DistilBertConfig, EncoderConfig
 from .convert import convert_folder
 from .errors import (
     CheckpointError,
@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "load",
     "DistilBert",
+    "EncoderConfig",
     "DistilBertConfig",
     "ModelOutput",
     "Tokenizer",

@@ -12,7 +12,7 @@ import numpy as np
 from . import encode as E
 from . import model as M
 from . import system
-from .config import DistilBertConfig
+from .config import EncoderConfig
 from .convert import ConvertedFile
 from .errors import InputError, InputTypeError, NpdistilError
 from .layout import Heads
@@ -67,7 +67,7 @@ class DistilBert:
 
     def __init__(self, converted: ConvertedFile) -> None:
         self._file = converted
-        self.config: DistilBertConfig = converted.config
+        self.config: EncoderConfig = converted.config
         self._tokenizer = (
             Tokenizer(
                 converted.tokenizer_json,
@@ -111,8 +111,10 @@ class DistilBert:
 
     @property
     def task_heads(self) -> tuple[str, ...]:
-        """The task heads the checkpoint has (``masked_lm``, ``sequence_classification``, ...)."""
-        return tuple(k for k, v in self._file.heads._asdict().items() if v is not None)
+        """The task heads the checkpoint has (``masked_lm``, ``sequence_classification``, ...);
+        BERT's pooler is part of the encoder's output, not listed here."""
+        heads = self._file.heads._asdict().items()
+        return tuple(k for k, v in heads if v is not None and k != "pooler")
 
     # ---- the encoder --------------------------------------------------------------------------
 
@@ -121,27 +123,39 @@ class DistilBert:
         input_ids: np.ndarray,
         attention_mask: np.ndarray | None = None,
         *,
+        token_type_ids: np.ndarray | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> M.ModelOutput:
-        """Run the encoder on a batch of token ids, as transformers' ``DistilBertModel``.
+        """Run the encoder on a batch of token ids, as transformers' ``DistilBertModel`` or
+        ``BertModel``.
 
         ``input_ids`` is [B, T] integers (a 1-D [T] array is taken as one sequence);
-        ``attention_mask`` is [B, T] of 0 and 1, all ones when omitted. Returns float32
-        ``last_hidden_state`` [B, T, D], and on request ``hidden_states`` (embeddings, then
-        every layer) and ``attentions`` ([B, H, T, T] probabilities per layer).
+        ``attention_mask`` is [B, T] of 0 and 1, all ones when omitted; ``token_type_ids``
+        (BERT: 0 for the first text of a pair, 1 for the second) is [B, T], all zeros when
+        omitted; DistilBERT has no token types and refuses non-zero ones. Returns float32
+        ``last_hidden_state`` [B, T, D], on request ``hidden_states`` (embeddings, then every
+        layer) and ``attentions`` ([B, H, T, T] probabilities per layer), and for a BERT with a
+        pooler ``pooler_output`` [B, D].
         """
-        ids, mask = self._check_inputs(input_ids, attention_mask)
-        return M.forward(
+        ids, mask, types = self._check_inputs(input_ids, attention_mask, token_type_ids)
+        out = M.forward(
             ids,
             mask,
             self._file.weights,
             self.config,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            token_type_ids=types,
         )
+        pooler = self._file.heads.pooler
+        if pooler is None:
+            return out
+        return out._replace(pooler_output=M.pooler_output(out.last_hidden_state, pooler))
 
-    def _check_inputs(self, input_ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _check_inputs(
+        self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         ids = np.asarray(input_ids)
         if ids.dtype == object or not (ids.dtype.kind in "iu" or ids.size == 0):
             raise InputTypeError(f"input_ids must be integers, got dtype {ids.dtype}")
@@ -163,8 +177,9 @@ class DistilBert:
             raise InputError(
                 f"input_ids[{b}, {t}] = {ids[b, t]} is outside the vocabulary [0, {c.vocab_size})"
             )
+        types = self._check_token_types(token_type_ids, ids.shape)
         if attention_mask is None:
-            return ids, np.ones(ids.shape, dtype=np.int64)
+            return ids, np.ones(ids.shape, dtype=np.int64), types
         mask = np.asarray(attention_mask)
         if mask.ndim == 1:
             mask = mask[None, :]
@@ -172,7 +187,33 @@ class DistilBert:
             raise InputError(f"attention_mask has shape {mask.shape}, input_ids {ids.shape}")
         if mask.dtype == object or not np.isin(mask, (0, 1)).all():
             raise InputError("attention_mask must hold only 0 and 1")
-        return ids, mask
+        return ids, mask, types
+
+    def _check_token_types(self, token_type_ids: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+        """Token type ids checked against the input's shape and the model's types; None when
+        they change nothing (omitted, or all zeros in DistilBERT)."""
+        if token_type_ids is None:
+            return None
+        types = np.asarray(token_type_ids)
+        if types.dtype == object or not (types.dtype.kind in "iu" or types.size == 0):
+            raise InputTypeError(f"token_type_ids must be integers, got dtype {types.dtype}")
+        if types.ndim == 1:
+            types = types[None, :]
+        if types.shape != shape:
+            raise InputError(f"token_type_ids has shape {types.shape}, input_ids {shape}")
+        n = self.config.type_vocab_size
+        if n == 0:
+            if types.any():
+                raise InputError(
+                    f"{self.config.model_type} has no token-type embeddings: token_type_ids must "
+                    "be all zeros or omitted (pass only input_ids and attention_mask)"
+                )
+            return None
+        bad = (types < 0) | (types >= n)
+        if bad.any():
+            b, t = (int(i) for i in np.argwhere(bad)[0])
+            raise InputError(f"token_type_ids[{b}, {t}] = {types[b, t]} is outside [0, {n})")
+        return types
 
     # ---- embeddings ---------------------------------------------------------------------------
 
@@ -252,36 +293,54 @@ class DistilBert:
         return head
 
     def masked_lm(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray | None = None,
+        *,
+        token_type_ids: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Logits over the vocabulary for every token, [B, T, V] (DistilBertForMaskedLM)."""
+        """Logits over the vocabulary for every token, [B, T, V] (DistilBertForMaskedLM,
+        BertForMaskedLM)."""
         head = self._head("masked_lm")
-        hidden = self(input_ids, attention_mask).last_hidden_state
+        hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.masked_lm_logits(hidden, head, self.config)
 
     def sequence_classification(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray | None = None,
+        *,
+        token_type_ids: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Logits per label for each sequence, [B, L] (DistilBertForSequenceClassification);
-        ``model.config.id2label`` names the labels."""
+        """Logits per label for each sequence, [B, L] (DistilBertForSequenceClassification,
+        BertForSequenceClassification); ``model.config.id2label`` names the labels."""
         head = self._head("sequence_classification")
-        hidden = self(input_ids, attention_mask).last_hidden_state
+        hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.sequence_classification_logits(hidden, head)
 
     def token_classification(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray | None = None,
+        *,
+        token_type_ids: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Logits per label for every token, [B, T, L] (DistilBertForTokenClassification)."""
+        """Logits per label for every token, [B, T, L] (...ForTokenClassification)."""
         head = self._head("token_classification")
-        hidden = self(input_ids, attention_mask).last_hidden_state
+        hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.token_classification_logits(hidden, head)
 
     def question_answering(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray | None = None,
+        *,
+        token_type_ids: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end logits for every token, each [B, T] (DistilBertForQuestionAnswering)."""
+        """Start and end logits for every token, each [B, T] (...ForQuestionAnswering); for a
+        question and a context, ``model.tokenizer(questions, contexts)`` makes the batch."""
         head = self._head("question_answering")
-        hidden = self(input_ids, attention_mask).last_hidden_state
+        hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.question_answering_logits(hidden, head)
 
     @property

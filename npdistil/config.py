@@ -1,4 +1,11 @@
-"""The DistilBERT configuration: one frozen dataclass with the Hugging Face field names."""
+"""The model configuration: one frozen dataclass with the Hugging Face field names.
+
+DistilBERT and BERT run the same forward pass; what differs between them is data. The fields
+carry DistilBERT's ``config.json`` names (``dim``, ``n_heads``, ...); a BERT ``config.json``
+says the same things under other names (``hidden_size``, ``num_attention_heads``, ...), mapped
+onto these fields by ``from_dict`` and back by ``to_dict``. BERT adds token-type ("segment")
+embeddings (``type_vocab_size`` > 0) and a pooler; its tensors have other names (layout.py).
+"""
 
 from __future__ import annotations
 
@@ -10,38 +17,74 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DistilBertConfig"]
+__all__ = ["EncoderConfig", "DistilBertConfig", "MODEL_TYPES"]
 
+MODEL_TYPES = ("distilbert", "bert")
 # Activations npdistil implements, by their Hugging Face names.
 ACTIVATIONS = ("gelu", "relu")
 
+# BERT's config.json name -> the field it fills (the same meaning under DistilBERT's name).
+_BERT_NAMES = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "dim",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "intermediate_size": "hidden_dim",
+    "max_position_embeddings": "max_position_embeddings",
+    "hidden_act": "activation",
+    "pad_token_id": "pad_token_id",
+    "layer_norm_eps": "layer_norm_eps",
+    "type_vocab_size": "type_vocab_size",
+}
+# BERT config.json values npdistil cannot run, by field: the only value it accepts.
+_BERT_REQUIRED = {
+    "position_embedding_type": "absolute",  # relative_key(_query) adds distance terms to scores
+    "is_decoder": False,  # a decoder masks future tokens
+    "add_cross_attention": False,
+}
+
 
 @dataclass(frozen=True)
-class DistilBertConfig:
-    """Shape and behaviour of a DistilBERT model; defaults are those of `distilbert-base-cased`.
+class EncoderConfig:
+    """Shape and behaviour of a DistilBERT or BERT encoder; defaults are those of
+    ``distilbert-base-cased``.
 
-    >>> DistilBertConfig().head_dim
+    >>> EncoderConfig().head_dim
     64
+    >>> EncoderConfig.from_dict({"model_type": "bert", "hidden_size": 384,
+    ...     "num_attention_heads": 12, "num_hidden_layers": 6}).n_heads
+    12
     """
 
+    model_type: str = "distilbert"  # "distilbert" or "bert": the tensor names and the heads
     vocab_size: int = 28996  # cased WordPiece vocabulary
-    dim: int = 768  # D, the model width
-    # Half of BERT-base's 12. The "distil" in the name is how it was trained, by knowledge
-    # distillation from BERT-base, not this halving (docs/distilbert-and-bert.md).
+    dim: int = 768  # D, the model width (BERT: hidden_size)
+    # Half of BERT-base's 12 (BERT: num_hidden_layers). The "distil" in the name is how it was
+    # trained, by knowledge distillation from BERT-base, not this halving
+    # (docs/distilbert-and-bert.md).
     n_layers: int = 6
-    n_heads: int = 12  # H; each head is dim / n_heads = 64 wide
-    hidden_dim: int = 3072  # F, the feed-forward width (4 * dim)
+    n_heads: int = 12  # H; each head is dim / n_heads = 64 wide (num_attention_heads)
+    hidden_dim: int = 3072  # F, the feed-forward width, 4 * dim (BERT: intermediate_size)
     max_position_embeddings: int = 512  # longest input, in tokens, [CLS] and [SEP] included
     sinusoidal_pos_embds: bool = False  # False: learned position table (all released checkpoints)
-    activation: str = "gelu"  # HF "gelu" is the exact erf form, not the tanh approximation
+    activation: str = "gelu"  # HF "gelu" is the exact erf form, not tanh (BERT: hidden_act)
     pad_token_id: int = 0
-    # Not in config.json: transformers hard-codes eps 1e-12 for every DistilBERT LayerNorm.
+    # Not in DistilBERT's config.json: transformers hard-codes eps 1e-12 for its LayerNorms.
+    # BERT's config.json has it (1e-12 in every released checkpoint).
     layer_norm_eps: float = 1e-12
+    # Token-type ("segment") embeddings: 2 in BERT (sentence A and B of a pair), 0 in DistilBERT,
+    # which has none.
+    type_vocab_size: int = 0
     # Task heads: the label names of classification heads, by index.
     id2label: dict[int, str] = field(default_factory=dict, hash=False, compare=False)
     architectures: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(
+                f"config: model_type is {self.model_type!r}; npdistil runs {MODEL_TYPES} "
+                "checkpoints"
+            )
         for name in (
             "vocab_size",
             "dim",
@@ -63,6 +106,16 @@ class DistilBertConfig:
             )
         if not isinstance(self.sinusoidal_pos_embds, bool):
             raise ConfigError("config field 'sinusoidal_pos_embds' must be true or false")
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ConfigError(f"config field 'layer_norm_eps' must be in (0, 1), got {eps!r}")
+        types = self.type_vocab_size
+        if not isinstance(types, int) or isinstance(types, bool) or types < 0:
+            raise ConfigError(
+                f"config field 'type_vocab_size' must be a non-negative integer, got {types!r}"
+            )
+        if self.model_type == "distilbert" and types:
+            raise ConfigError("config: DistilBERT has no token-type embeddings (type_vocab_size 0)")
 
     @property
     def head_dim(self) -> int:
@@ -75,18 +128,23 @@ class DistilBertConfig:
         return 1.0 / math.sqrt(self.head_dim)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> DistilBertConfig:
-        """Build from a Hugging Face ``config.json`` dict, refusing anything not DistilBERT."""
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> EncoderConfig:
+        """Build from a Hugging Face ``config.json`` dict (DistilBERT or BERT names), refusing
+        what npdistil cannot run with a ConfigError naming the field."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
         model_type = data.get("model_type")
-        if model_type != "distilbert":
+        if model_type == "distilbert":
+            known = {f for f in cls.__dataclass_fields__ if f not in ("id2label", "architectures")}
+            kwargs: dict[str, Any] = {k: data[k] for k in known if k in data}
+        elif model_type == "bert":
+            kwargs = _bert_fields(data, source)
+        else:
             raise ConfigError(
-                f"{source}: model_type is {model_type!r}, not 'distilbert'; npdistil runs only "
-                "DistilBERT checkpoints"
+                f"{source}: model_type is {model_type!r}; npdistil runs DistilBERT and BERT "
+                "checkpoints (model_type 'distilbert' or 'bert')"
             )
-        known = {f for f in cls.__dataclass_fields__ if f not in ("id2label", "architectures")}
-        kwargs: dict[str, Any] = {k: data[k] for k in known if k in data}
+        kwargs["model_type"] = model_type
         labels = data.get("id2label") or {}
         try:
             kwargs["id2label"] = {int(k): str(v) for k, v in labels.items()}
@@ -99,7 +157,7 @@ class DistilBertConfig:
             raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> DistilBertConfig:
+    def from_json_file(cls, path: str | Path) -> EncoderConfig:
         """Read a ``config.json``."""
         path = Path(path)
         try:
@@ -111,9 +169,41 @@ class DistilBertConfig:
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
-        """The Hugging Face ``config.json`` form (with ``model_type``)."""
+        """The Hugging Face ``config.json`` form, in the names of its ``model_type``;
+        ``from_dict(config.to_dict()) == config``."""
         data = asdict(self)
         data["architectures"] = list(self.architectures)
         data["id2label"] = {str(k): v for k, v in self.id2label.items()}
-        data["model_type"] = "distilbert"
-        return data
+        if self.model_type == "distilbert":
+            del data["type_vocab_size"]
+            return data
+        out = {hf: data.pop(ours) for hf, ours in _BERT_NAMES.items()}
+        out |= {k: data[k] for k in ("model_type", "architectures", "id2label")}
+        out["position_embedding_type"] = "absolute"
+        return out
+
+
+def _bert_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """A BERT ``config.json``'s values under the dataclass's field names."""
+    for name, required in _BERT_REQUIRED.items():
+        value = data.get(name, required)
+        if value != required:
+            raise ConfigError(
+                f"{source}: {name} {value!r} is not supported (npdistil runs {name} {required!r})"
+            )
+    act = data.get("hidden_act", "gelu")
+    if act not in ACTIVATIONS:
+        raise ConfigError(f"{source}: hidden_act {act!r} is not supported (only {ACTIVATIONS})")
+    kwargs = {ours: data[hf] for hf, ours in _BERT_NAMES.items() if hf in data}
+    # transformers' BertConfig defaults, for fields a config.json may leave out.
+    kwargs.setdefault("vocab_size", 30522)
+    kwargs.setdefault("dim", 768)
+    kwargs.setdefault("n_layers", 12)
+    kwargs.setdefault("n_heads", 12)
+    kwargs.setdefault("hidden_dim", 3072)
+    kwargs.setdefault("type_vocab_size", 2)
+    return kwargs
+
+
+# The name npdistil had when it ran DistilBERT only; the same class.
+DistilBertConfig = EncoderConfig

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import layout, storage
-from .config import DistilBertConfig
+from .config import EncoderConfig
 from .errors import CheckpointError, IntegrityError
 from .model import Weights
 from .tokenizer import tokenizer_definition
@@ -84,7 +84,7 @@ def convert_folder(
     (the Hub's LFS hash), weights whose sha256 differs are refused.
     """
     folder, output = Path(folder), Path(output)
-    config = DistilBertConfig.from_json_file(folder / "config.json")
+    config = EncoderConfig.from_json_file(folder / "config.json")
     weights_path = find_weights(folder)
     sha256 = sha256_of(weights_path)
     if expected_sha256 and sha256 != expected_sha256:
@@ -112,7 +112,7 @@ def convert_folder(
     return output
 
 
-def _check_tokenizer_fits(tokenizer_json: str, config: DistilBertConfig, folder: Path) -> None:
+def _check_tokenizer_fits(tokenizer_json: str, config: EncoderConfig, folder: Path) -> None:
     vocab = json.loads(tokenizer_json).get("model", {}).get("vocab", {})
     largest = max(vocab.values(), default=-1) if isinstance(vocab, dict) else len(vocab) - 1
     if largest >= config.vocab_size:
@@ -129,7 +129,7 @@ class ConvertedFile(NamedTuple):
     """An npdistil file, opened: its weights are views of a read-only memory map."""
 
     path: Path
-    config: DistilBertConfig
+    config: EncoderConfig
     weights: Weights
     heads: layout.Heads
     tokenizer_json: str | None
@@ -163,7 +163,7 @@ def open_converted(path: str | os.PathLike[str]) -> ConvertedFile:
         source = json.loads(meta.get("source", "{}"))
     except (KeyError, ValueError):
         raise CheckpointError(f"{path}: malformed npdistil metadata") from None
-    config = DistilBertConfig.from_dict(config_dict, source=f"{path} (config metadata)")
+    config = EncoderConfig.from_dict(config_dict, source=f"{path} (config metadata)")
     tensors = storage.read_tensors(path, header)
     return ConvertedFile(
         path=path,

@@ -1,11 +1,13 @@
 """Where every tensor lives: Hugging Face checkpoint names -> npdistil names -> typed weights.
 
-One table, ``_encoder_table`` (and ``_HEAD_TABLES`` for the task heads), says for every tensor
-of npdistil's file which checkpoint tensors it comes from, their shapes, and how they are laid
-out for NumPy: PyTorch stores a Linear's weight as [out, in] for ``x @ W.T``; npdistil stores it
-once as [in, out] for ``x @ W``, and puts q, k and v side by side so that one matmul makes all
-three. Conversion checks every shape while copying; loading checks them again, so a renamed or
-mis-shaped tensor fails at load time, naming the tensor, never in the middle of a forward pass.
+DistilBERT and BERT hold the same weights under different names; ``NAMES`` says, for each model
+type, what the checkpoint calls each part, and ``_encoder_table`` / ``_head_tables`` turn that
+into one table giving, for every tensor of npdistil's file, which checkpoint tensors it comes
+from, their shapes, and how they are laid out for NumPy: PyTorch stores a Linear's weight as
+[out, in] for ``x @ W.T``; npdistil stores it once as [in, out] for ``x @ W``, and puts q, k and
+v side by side so that one matmul makes all three. Conversion checks every shape while copying;
+loading checks them again, so a renamed or mis-shaped tensor fails at load time, naming the
+tensor, never in the middle of a forward pass.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .config import DistilBertConfig
+from .config import EncoderConfig
 from .errors import CheckpointError
 from .model import (
     Block,
     Embeddings,
     MaskedLMHead,
+    Pooler,
     QuestionAnsweringHead,
     SequenceClassificationHead,
     TokenClassificationHead,
@@ -29,20 +32,91 @@ from .model import (
 )
 from .numerics import LayerNorm, Linear
 
-__all__ = ["HEAD_KINDS", "Heads", "from_hf_state_dict", "build_weights", "build_heads"]
+__all__ = ["HEAD_KINDS", "NAMES", "Heads", "from_hf_state_dict", "build_weights", "build_heads"]
 
 # Buffers some checkpoints carry that are not weights.
-_IGNORED_SUFFIXES = ("position_ids",)
-# Task models (DistilBertFor...) keep the encoder under this prefix; DistilBertModel has none.
-_ENCODER_PREFIX = "distilbert."
+_IGNORED_SUFFIXES = ("position_ids", "token_type_ids")
 
 HEAD_KINDS = (
+    "pooler",
     "masked_lm",
     "sequence_classification",
     "multiple_choice",
     "token_classification",
     "question_answering",
 )
+
+
+class Names(NamedTuple):
+    """What one model type's checkpoints call each part (Linear and LayerNorm names without
+    their ``.weight`` / ``.bias``)."""
+
+    prefix: str  # the encoder's prefix in task models (the base model has none)
+    word: str
+    position: str
+    token_type: str | None  # None: no token-type embeddings
+    embeddings_norm: str
+    layer: str  # the prefix of block i, with "{i}"
+    qkv: tuple[str, str, str]
+    out: str
+    attention_norm: str
+    ffn_in: str
+    ffn_out: str
+    output_norm: str
+    pooler: str | None  # None: no pooler
+    # Heads (no prefix). The MLM decoder's bias may be saved under either name.
+    mlm_transform: str
+    mlm_norm: str
+    mlm_bias: tuple[str, ...]
+    mlm_decoder: str  # the decoder's weight: tied to the word embeddings, or its own
+    pre_classifier: str | None  # DistilBERT's; BERT's sequence classifier uses the pooler
+    classifier_activation: str  # after pre_classifier (or the pooler)
+
+
+NAMES = {
+    "distilbert": Names(
+        prefix="distilbert.",
+        word="embeddings.word_embeddings.weight",
+        position="embeddings.position_embeddings.weight",
+        token_type=None,
+        embeddings_norm="embeddings.LayerNorm",
+        layer="transformer.layer.{i}.",
+        qkv=("attention.q_lin", "attention.k_lin", "attention.v_lin"),
+        out="attention.out_lin",
+        attention_norm="sa_layer_norm",
+        ffn_in="ffn.lin1",
+        ffn_out="ffn.lin2",
+        output_norm="output_layer_norm",
+        pooler=None,
+        mlm_transform="vocab_transform",
+        mlm_norm="vocab_layer_norm",
+        mlm_bias=("vocab_projector.bias",),
+        mlm_decoder="vocab_projector.weight",
+        pre_classifier="pre_classifier",
+        classifier_activation="relu",
+    ),
+    "bert": Names(
+        prefix="bert.",
+        word="embeddings.word_embeddings.weight",
+        position="embeddings.position_embeddings.weight",
+        token_type="embeddings.token_type_embeddings.weight",
+        embeddings_norm="embeddings.LayerNorm",
+        layer="encoder.layer.{i}.",
+        qkv=("attention.self.query", "attention.self.key", "attention.self.value"),
+        out="attention.output.dense",
+        attention_norm="attention.output.LayerNorm",
+        ffn_in="intermediate.dense",
+        ffn_out="output.dense",
+        output_norm="output.LayerNorm",
+        pooler="pooler.dense",
+        mlm_transform="cls.predictions.transform.dense",
+        mlm_norm="cls.predictions.transform.LayerNorm",
+        mlm_bias=("cls.predictions.bias", "cls.predictions.decoder.bias"),
+        mlm_decoder="cls.predictions.decoder.weight",
+        pre_classifier=None,
+        classifier_activation="tanh",
+    ),
+}
 
 
 class Source(NamedTuple):
@@ -67,41 +141,45 @@ def _norm(npd: str, hf: str, d: int) -> dict[str, Source]:
     }
 
 
-def _encoder_table(c: DistilBertConfig) -> dict[str, Source]:
-    d, f = c.dim, c.hidden_dim
+def _encoder_table(c: EncoderConfig) -> dict[str, Source]:
+    n, d, f = NAMES[c.model_type], c.dim, c.hidden_dim
     table = {
-        "embeddings.word": Source(("embeddings.word_embeddings.weight",), (c.vocab_size, d), False),
-        "embeddings.position": Source(
-            ("embeddings.position_embeddings.weight",), (c.max_position_embeddings, d), False
-        ),
-        **_norm("embeddings.norm", "embeddings.LayerNorm", d),
+        "embeddings.word": Source((n.word,), (c.vocab_size, d), False),
+        "embeddings.position": Source((n.position,), (c.max_position_embeddings, d), False),
+        **_norm("embeddings.norm", n.embeddings_norm, d),
     }
+    if n.token_type is not None:
+        table["embeddings.token_type"] = Source((n.token_type,), (c.type_vocab_size, d), False)
     for i in range(c.n_layers):
-        hf = f"transformer.layer.{i}."
-        qkv = tuple(f"{hf}attention.{n}_lin" for n in "qkv")
+        hf = n.layer.format(i=i)
+        qkv = tuple(hf + name for name in n.qkv)
         table[f"blocks.{i}.qkv.weight"] = Source(tuple(f"{n}.weight" for n in qkv), (d, d), True)
         table[f"blocks.{i}.qkv.bias"] = Source(tuple(f"{n}.bias" for n in qkv), (d,), True)
-        table |= _linear(f"blocks.{i}.out", f"{hf}attention.out_lin", d, d)
-        table |= _norm(f"blocks.{i}.attention_norm", f"{hf}sa_layer_norm", d)
-        table |= _linear(f"blocks.{i}.ffn_in", f"{hf}ffn.lin1", d, f)
-        table |= _linear(f"blocks.{i}.ffn_out", f"{hf}ffn.lin2", f, d)
-        table |= _norm(f"blocks.{i}.output_norm", f"{hf}output_layer_norm", d)
+        table |= _linear(f"blocks.{i}.out", hf + n.out, d, d)
+        table |= _norm(f"blocks.{i}.attention_norm", hf + n.attention_norm, d)
+        table |= _linear(f"blocks.{i}.ffn_in", hf + n.ffn_in, d, f)
+        table |= _linear(f"blocks.{i}.ffn_out", hf + n.ffn_out, f, d)
+        table |= _norm(f"blocks.{i}.output_norm", hf + n.output_norm, d)
     return table
 
 
-def _head_tables(c: DistilBertConfig, n_labels: int) -> dict[str, dict[str, Source]]:
-    d = c.dim
+def _head_tables(c: EncoderConfig, n_labels: int, mlm_bias: str) -> dict[str, dict[str, Source]]:
+    n, d = NAMES[c.model_type], c.dim
+    classifier = _linear("heads.classifier", "classifier", d, n_labels)
+    if n.pre_classifier is not None:  # DistilBERT: its own projection of [CLS]
+        sequence = _linear("heads.pre_classifier", n.pre_classifier, d, d) | classifier
+    else:  # BERT: the pooler's (stored once, as the pooler head)
+        sequence = classifier
     return {
+        "pooler": _linear("heads.pooler", n.pooler, d, d) if n.pooler else {},
         "masked_lm": {
-            **_linear("heads.mlm.transform", "vocab_transform", d, d),
-            **_norm("heads.mlm.norm", "vocab_layer_norm", d),
-            "heads.mlm.projector.bias": Source(("vocab_projector.bias",), (c.vocab_size,), False),
+            **_linear("heads.mlm.transform", n.mlm_transform, d, d),
+            **_norm("heads.mlm.norm", n.mlm_norm, d),
+            "heads.mlm.projector.bias": Source((mlm_bias,), (c.vocab_size,), False),
         },
-        "sequence_classification": {
-            **_linear("heads.pre_classifier", "pre_classifier", d, d),
-            **_linear("heads.classifier", "classifier", d, n_labels),
-        },
-        "token_classification": _linear("heads.classifier", "classifier", d, n_labels),
+        "sequence_classification": sequence,
+        "multiple_choice": sequence,
+        "token_classification": classifier,
         "question_answering": _linear("heads.qa_outputs", "qa_outputs", d, 2),
     }
 
@@ -137,44 +215,72 @@ def _as_float32(name: str, array: np.ndarray, source: str) -> np.ndarray:
     return array
 
 
-def _detect_heads(names: set[str], config: DistilBertConfig) -> list[str]:
+def _has(names: set[str], *parts: str | None) -> bool:
+    """Whether the checkpoint has a tensor of any of the named parts (Linear, norm or plain)."""
+    return any(
+        p is not None and (p in names or f"{p}.weight" in names or f"{p}.bias" in names)
+        for p in parts
+    )
+
+
+def _detect_heads(names: set[str], config: EncoderConfig) -> list[str]:
+    n = NAMES[config.model_type]
+    arch = " ".join(config.architectures)
     heads = []
-    if any(
-        n.startswith(("vocab_transform.", "vocab_layer_norm.", "vocab_projector.")) for n in names
-    ):
+    if _has(names, n.pooler):
+        heads.append("pooler")
+    mlm_parts = (n.mlm_transform, n.mlm_norm, *n.mlm_bias)
+    if any(name.startswith(mlm_parts) for name in names):
         heads.append("masked_lm")
-    if "pre_classifier.weight" in names or "pre_classifier.bias" in names:
-        arch = " ".join(config.architectures)
-        heads.append("multiple_choice" if "MultipleChoice" in arch else "sequence_classification")
-    elif "classifier.weight" in names or "classifier.bias" in names:
-        heads.append("token_classification")
-    if "qa_outputs.weight" in names or "qa_outputs.bias" in names:
+    if _has(names, "classifier"):
+        # The classifier's input says which: [CLS] through a projection (DistilBERT's
+        # pre_classifier, BERT's pooler) for sequences, every token for token classification.
+        projected = _has(names, n.pre_classifier or n.pooler)
+        if "MultipleChoice" in arch:
+            heads.append("multiple_choice")
+        elif "TokenClassification" in arch:
+            heads.append("token_classification")
+        elif "SequenceClassification" in arch or projected:
+            heads.append("sequence_classification")
+        else:
+            heads.append("token_classification")
+    if _has(names, "qa_outputs"):
         heads.append("question_answering")
+    wants_pooler = {"sequence_classification", "multiple_choice"} & set(heads)
+    if wants_pooler and n.pre_classifier is None and "pooler" not in heads:
+        raise CheckpointError(
+            f"a BERT sequence classifier needs the pooler ({n.pooler}), which is missing"
+        )
     return heads
 
 
 def from_hf_state_dict(
-    state_dict: Mapping[str, np.ndarray], config: DistilBertConfig, source: str
+    state_dict: Mapping[str, np.ndarray], config: EncoderConfig, source: str
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Map a transformers state dict to npdistil's tensors (float32, laid out for NumPy).
 
     Returns the tensors and the task heads found. Raises CheckpointError, naming ``source`` and
     the tensor, for a missing, mis-shaped, non-float or non-finite tensor.
     """
+    names = NAMES[config.model_type]
     hf: dict[str, np.ndarray] = {}
     for name, array in state_dict.items():
         key = _canonical_name(name)
-        key = key[len(_ENCODER_PREFIX) :] if key.startswith(_ENCODER_PREFIX) else key
+        key = key[len(names.prefix) :] if key.startswith(names.prefix) else key
         if key in hf:
             raise CheckpointError(f"{source}: tensor {name!r} appears twice")
         hf[key] = array
 
-    heads = _detect_heads(set(hf), config)
+    try:
+        heads = _detect_heads(set(hf), config)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
     n_labels = _n_labels(hf, config, source)
+    mlm_bias = next((b for b in names.mlm_bias if b in hf), names.mlm_bias[0])
     table = _encoder_table(config)
-    tables = _head_tables(config, n_labels)
+    tables = _head_tables(config, n_labels, mlm_bias)
     for head in heads:
-        table |= tables["sequence_classification" if head == "multiple_choice" else head]
+        table |= tables[head]
 
     used: set[str] = set()
     out: dict[str, np.ndarray] = {}
@@ -200,17 +306,13 @@ def from_hf_state_dict(
         else:
             out[npd_name] = np.concatenate(parts) if len(parts) > 1 else np.array(parts[0])
 
-    if "masked_lm" in heads and "vocab_projector.weight" in hf:
-        used.add("vocab_projector.weight")
-        projector = hf["vocab_projector.weight"]
-        if tuple(projector.shape) != (config.vocab_size, config.dim):
-            raise CheckpointError(
-                f"{source}: tensor 'vocab_projector.weight' has shape {tuple(projector.shape)}, "
-                f"expected {(config.vocab_size, config.dim)}"
-            )
-        projector = _as_float32("vocab_projector.weight", projector, source)
-        if not np.array_equal(projector, out["embeddings.word"]):  # untied: keep its own copy
-            out[_UNTIED_PROJECTOR] = projector
+    if "masked_lm" in heads:
+        used.update(b for b in names.mlm_bias if b in hf)  # both names: one tied parameter
+        if names.mlm_decoder in hf:
+            used.add(names.mlm_decoder)
+            projector = _checked_projector(hf[names.mlm_decoder], names.mlm_decoder, config, source)
+            if not np.array_equal(projector, out["embeddings.word"]):  # untied: keep its own copy
+                out[_UNTIED_PROJECTOR] = projector
 
     unused = sorted(n for n in hf if n not in used and not n.endswith(_IGNORED_SUFFIXES))
     if unused:
@@ -222,7 +324,18 @@ def from_hf_state_dict(
     return out, heads
 
 
-def _n_labels(hf: Mapping[str, np.ndarray], config: DistilBertConfig, source: str) -> int:
+def _checked_projector(
+    projector: np.ndarray, name: str, config: EncoderConfig, source: str
+) -> np.ndarray:
+    if tuple(projector.shape) != (config.vocab_size, config.dim):
+        raise CheckpointError(
+            f"{source}: tensor {name!r} has shape {tuple(projector.shape)}, "
+            f"expected {(config.vocab_size, config.dim)}"
+        )
+    return _as_float32(name, projector, source)
+
+
+def _n_labels(hf: Mapping[str, np.ndarray], config: EncoderConfig, source: str) -> int:
     if "classifier.weight" not in hf:
         return len(config.id2label) or 2
     n = int(hf["classifier.weight"].shape[0])
@@ -238,6 +351,7 @@ def _n_labels(hf: Mapping[str, np.ndarray], config: DistilBertConfig, source: st
 
 
 class Heads(NamedTuple):
+    pooler: Pooler | None = None
     masked_lm: MaskedLMHead | None = None
     sequence_classification: SequenceClassificationHead | None = None
     multiple_choice: SequenceClassificationHead | None = None
@@ -269,9 +383,7 @@ class _Checked:
         return LayerNorm(self.get(f"{name}.weight", (d,)), self.get(f"{name}.bias", (d,)))
 
 
-def build_weights(
-    tensors: Mapping[str, np.ndarray], config: DistilBertConfig, source: str
-) -> Weights:
+def build_weights(tensors: Mapping[str, np.ndarray], config: EncoderConfig, source: str) -> Weights:
     """The encoder's typed weights, viewing (not copying) the given arrays."""
     t = _Checked(tensors, source)
     d, f = config.dim, config.hidden_dim
@@ -279,6 +391,11 @@ def build_weights(
         word=t.get("embeddings.word", (config.vocab_size, d)),
         position=t.get("embeddings.position", (config.max_position_embeddings, d)),
         norm=t.norm("embeddings.norm", d),
+        token_type=(
+            t.get("embeddings.token_type", (config.type_vocab_size, d))
+            if config.type_vocab_size
+            else None
+        ),
     )
     blocks = tuple(
         Block(
@@ -296,16 +413,19 @@ def build_weights(
 
 def build_heads(
     tensors: Mapping[str, np.ndarray],
-    config: DistilBertConfig,
+    config: EncoderConfig,
     kinds: list[str],
     source: str,
 ) -> Heads:
     """The typed task heads named in ``kinds`` (from the file's metadata)."""
     t = _Checked(tensors, source)
     d = config.dim
+    names = NAMES[config.model_type]
     heads: dict[str, object] = {}
     for kind in kinds:
-        if kind == "masked_lm":
+        if kind == "pooler":
+            heads[kind] = Pooler(t.linear("heads.pooler", d, d))
+        elif kind == "masked_lm":
             if _UNTIED_PROJECTOR in tensors:
                 projector = t.get(_UNTIED_PROJECTOR, (config.vocab_size, d)).T  # [V, D] -> [D, V]
             else:
@@ -319,9 +439,11 @@ def build_heads(
             )
         elif kind in ("sequence_classification", "multiple_choice"):
             n = _labels_in(tensors, "heads.classifier.bias", source)
+            pre = "heads.pre_classifier" if names.pre_classifier else "heads.pooler"
             heads[kind] = SequenceClassificationHead(
-                pre_classifier=t.linear("heads.pre_classifier", d, d),
+                pre_classifier=t.linear(pre, d, d),
                 classifier=t.linear("heads.classifier", d, n),
+                activation=names.classifier_activation,
             )
         elif kind == "token_classification":
             n = _labels_in(tensors, "heads.classifier.bias", source)

@@ -165,8 +165,8 @@ def test_missing_config(folder):
 
 def test_config_of_another_model(folder):
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
-    with pytest.raises(ConfigError, match="model_type is 'bert'"):
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
+    with pytest.raises(ConfigError, match="model_type is 'roberta'"):
         npdistil.load(folder)
 
 
