@@ -73,6 +73,7 @@ class DistilBert:
                 converted.tokenizer_json,
                 converted.config.max_position_embeddings,
                 converted.config.pad_token_id,
+                token_types=converted.config.type_vocab_size > 0,
             )
             if converted.tokenizer_json is not None
             else None

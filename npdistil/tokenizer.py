@@ -17,12 +17,13 @@ from typing import NamedTuple
 
 import numpy as np
 import tokenizers
+from tokenizers import normalizers
 from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.processors import TemplateProcessing
 
 from .errors import CheckpointError, InputError, InputTypeError
 
-__all__ = ["Tokenizer", "Tokens", "Batch", "check_texts"]
+__all__ = ["Tokenizer", "Tokens", "Batch", "check_texts", "longest_first"]
 
 
 class Tokens(NamedTuple):
@@ -35,7 +36,8 @@ class Tokens(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """Texts ready for the model: right-padded to the longest, special tokens added."""
+    """Texts (or text pairs) ready for the model: right-padded to the longest, special tokens
+    added. For a pair, offsets and word ids of the second text's tokens refer to that text."""
 
     input_ids: np.ndarray  # [B, T] int64
     attention_mask: np.ndarray  # [B, T] int64, 1 for real tokens, 0 for padding
@@ -43,6 +45,59 @@ class Batch(NamedTuple):
     word_ids: np.ndarray  # [B, T] word index; -1 for special tokens and padding
     tokens: list[list[str]]  # the token strings of each text, without padding
     truncated: np.ndarray  # [B] bool: the text had more tokens than fit, and lost its end
+    # [B, T] int64: 0 for the first text of a pair and its specials, 1 for the second (BERT);
+    # None for models without token types (DistilBERT), whose tokenizers return none.
+    token_type_ids: np.ndarray | None = None
+
+
+class _Slot(NamedTuple):
+    """One run of a post-processor's template: special tokens, or where a text's pieces go."""
+
+    ids: np.ndarray  # the special tokens' ids; empty for a text slot
+    tokens: list[str]
+    types: np.ndarray  # their token type ids
+    text: int  # -1 for special tokens; 0 or 1: which text of the pair goes here
+    text_type: int  # the token type of that text's pieces
+
+
+def _template(encoding: tokenizers.Encoding) -> list[_Slot]:
+    """The slots of a post-processed probe encoding: runs of special tokens and of each text."""
+    slots: list[_Slot] = []
+    special = encoding.special_tokens_mask
+    for i, (seq, type_id) in enumerate(zip(encoding.sequence_ids, encoding.type_ids, strict=True)):
+        text = -1 if special[i] or seq is None else seq
+        if slots and slots[-1].text == text == -1:  # one more special token in the run
+            last = slots[-1]
+            slots[-1] = last._replace(
+                ids=np.append(last.ids, encoding.ids[i]),
+                tokens=[*last.tokens, encoding.tokens[i]],
+                types=np.append(last.types, type_id),
+            )
+        elif text == -1:
+            ids, tokens = np.array([encoding.ids[i]]), [encoding.tokens[i]]
+            slots.append(_Slot(ids, tokens, np.array([type_id]), -1, 0))
+        elif not slots or slots[-1].text != text:
+            empty = np.zeros(0, dtype=np.int64)
+            slots.append(_Slot(empty, [], empty, text, type_id))
+    return slots
+
+
+def longest_first(n_a: int, n_b: int, room: int) -> tuple[int, int]:
+    """How many tokens of each text of a pair to keep when they must share ``room``: the longer
+    one loses tokens first, as tokenizers' (and transformers') default "longest_first".
+
+    >>> longest_first(3, 10, 8), longest_first(10, 10, 9)
+    ((3, 5), (4, 5))
+    """
+    if n_a + n_b <= room:
+        return n_a, n_b
+    swap = n_a > n_b
+    short, long = (n_b, n_a) if swap else (n_a, n_b)
+    if short > room // 2:  # both lose tokens: halves, the odd one to the longer (or the second)
+        short, long = room // 2, room // 2 + room % 2
+    else:
+        long = room - short
+    return (long, short) if swap else (short, long)
 
 
 def check_texts(texts: str | Iterable[str]) -> list[str]:
@@ -78,9 +133,24 @@ class Tokenizer:
     >>> tok = Tokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world"])
     >>> tok(["hello world"]).input_ids.tolist()
     [[2, 4, 5, 3]]
+    >>> pair = tok(["hello"], ["world"])
+    >>> pair.input_ids.tolist(), pair.token_type_ids.tolist()
+    ([[2, 4, 3, 5, 3]], [[0, 0, 0, 1, 1]])
+
+    ``token_types=False`` (models without token-type embeddings, DistilBERT) leaves
+    ``Batch.token_type_ids`` None; ``lowercase=True`` lowercases every text first, as
+    sentence-transformers' ``do_lower_case``.
     """
 
-    def __init__(self, tokenizer_json: str, max_length: int = 512, pad_id: int = 0) -> None:
+    def __init__(
+        self,
+        tokenizer_json: str,
+        max_length: int = 512,
+        pad_id: int = 0,
+        *,
+        token_types: bool = True,
+        lowercase: bool = False,
+    ) -> None:
         try:
             tok = tokenizers.Tokenizer.from_str(tokenizer_json)
         except Exception as exc:  # tokenizers raises plain Exception for malformed JSON
@@ -96,19 +166,28 @@ class Tokenizer:
                     special_tokens=list(ids.items()),  # type: ignore[arg-type]
                 )
                 tokenizer_json = tok.to_str()
+        self._json = tokenizer_json  # as the checkpoint defines it, before do_lower_case
+        if lowercase and not _lowercases(tok.normalizer):
+            # sentence-transformers' do_lower_case: a Lowercase normalizer put first.
+            rest = [] if tok.normalizer is None else [tok.normalizer]
+            tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), *rest])
         self._tok = tok
-        self._json = tokenizer_json
         self.max_length = max_length
         self.pad_id = pad_id
-        # The special tokens the post-processor puts around one sequence: [CLS] ... [SEP].
-        probe = tok.post_process(tok.encode("a", add_special_tokens=False))
-        special = probe.special_tokens_mask
-        n_prefix = next((i for i, s in enumerate(special) if not s), len(special))
-        n_suffix = next((i for i, s in enumerate(reversed(special)) if not s), 0)
-        self.prefix_ids = np.array(probe.ids[:n_prefix], dtype=np.int64)
-        self.suffix_ids = np.array(probe.ids[len(probe.ids) - n_suffix :], dtype=np.int64)
-        self.prefix_tokens = probe.tokens[:n_prefix]
-        self.suffix_tokens = probe.tokens[len(probe.tokens) - n_suffix :]
+        self.token_types = token_types
+        self.lowercase = lowercase
+        # Where the post-processor puts special tokens around one text ([CLS] A [SEP]) and a
+        # pair ([CLS] A [SEP] B [SEP]), learned from probes, with their token types.
+        self._single = _template(tok.encode("a"))
+        self._pair = _template(tok.encode("a", "b"))
+        single = [s for s in self._single if s.text == -1]
+        first = self._single[0].text == -1
+        prefix = single[0] if first else None
+        suffix = single[-1] if self._single[-1].text == -1 and len(self._single) > 1 else None
+        self.prefix_ids = prefix.ids if prefix else np.zeros(0, dtype=np.int64)
+        self.suffix_ids = suffix.ids if suffix else np.zeros(0, dtype=np.int64)
+        self.prefix_tokens = prefix.tokens if prefix else []
+        self.suffix_tokens = suffix.tokens if suffix else []
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -186,6 +265,11 @@ class Tokenizer:
         """Special tokens added around every sequence (2 for BERT: [CLS] and [SEP])."""
         return len(self.prefix_ids) + len(self.suffix_ids)
 
+    @property
+    def n_special_pair(self) -> int:
+        """Special tokens added around a pair (3 for BERT: [CLS] A [SEP] B [SEP])."""
+        return sum(len(s.ids) for s in self._pair)
+
     # ---- tokenizing ---------------------------------------------------------------------------
 
     def tokenize(self, texts: str | Iterable[str], *, limit: int | None = None) -> list[Tokens]:
@@ -208,24 +292,56 @@ class Tokenizer:
             for e in encodings
         ]
 
-    def __call__(self, texts: str | Iterable[str], *, max_length: int | None = None) -> Batch:
+    def __call__(
+        self,
+        texts: str | Iterable[str],
+        pairs: str | Iterable[str] | None = None,
+        *,
+        max_length: int | None = None,
+    ) -> Batch:
         """Tokenize, truncate to ``max_length`` (default: the model's positions) with a
-        warning, add special tokens, and pad."""
+        warning, add special tokens, and pad.
+
+        With ``pairs`` (as many as ``texts``), each row is the pair ``texts[i]``, ``pairs[i]``:
+        ``[CLS] text [SEP] pair [SEP]`` for BERT, token types 0 then 1 (a question and its
+        context, two sentences to compare). A pair too long loses tokens from the end of its
+        longer text first, as transformers' default ``truncation="longest_first"``.
+        """
         max_length = max_length or self.max_length
-        room = max_length - self.n_special
-        if room < 1:
-            raise InputError(f"max_length {max_length} leaves no room for any token")
-        pieces = self.tokenize(texts, limit=room)
-        batch = self.pad([_head(p, room) for p in pieces])
-        truncated = np.array([len(p.ids) > room for p in pieces])
+        rows: list[tuple[Tokens, Tokens | None]]
+        if pairs is None:
+            room = max_length - self.n_special
+            if room < 1:
+                raise InputError(f"max_length {max_length} leaves no room for any token")
+            pieces = self.tokenize(texts, limit=room)
+            rows = [(_head(p, room), None) for p in pieces]
+            truncated = np.array([len(p.ids) > room for p in pieces])
+        else:
+            room = max_length - self.n_special_pair
+            if room < 2:
+                raise InputError(f"max_length {max_length} leaves no room for a pair")
+            firsts, seconds = check_texts(texts), check_texts(pairs)
+            if len(firsts) != len(seconds):
+                raise InputError(f"{len(firsts)} texts but {len(seconds)} pairs: give one each")
+            rows, truncated_rows = [], []
+            pieces_a, pieces_b = (
+                self.tokenize(firsts, limit=room),
+                self.tokenize(seconds, limit=room),
+            )
+            for a, b in zip(pieces_a, pieces_b, strict=True):
+                n_a, n_b = longest_first(len(a.ids), len(b.ids), room)
+                rows.append((_head(a, n_a), _head(b, n_b)))
+                truncated_rows.append(n_a < len(a.ids) or n_b < len(b.ids))
+            truncated = np.array(truncated_rows)
         if truncated.any():
+            what = "text(s)" if pairs is None else "pair(s)"
             warnings.warn(
-                f"{np.count_nonzero(truncated)} text(s) longer than {max_length} tokens were "
+                f"{np.count_nonzero(truncated)} {what} longer than {max_length} tokens were "
                 f"truncated (first: text {int(np.flatnonzero(truncated)[0])}); use "
                 "model.encode(...) to embed long texts in windows",
                 stacklevel=2,
             )
-        return batch._replace(truncated=truncated)
+        return self._pad_rows(rows)._replace(truncated=truncated)
 
     def pad_ids(self, ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Put special tokens around each id sequence and right-pad them: input_ids [B, T]
@@ -246,22 +362,71 @@ class Tokenizer:
 
     def pad(self, pieces: Sequence[Tokens]) -> Batch:
         """``pad_ids``, keeping each token's offsets, word id and string."""
-        input_ids, mask = self.pad_ids([p.ids for p in pieces])
-        n_pre = len(self.prefix_ids)
-        offsets = np.zeros((*input_ids.shape, 2), dtype=np.int64)
-        word_ids = np.full(input_ids.shape, -1, dtype=np.int64)
-        for row, p in enumerate(pieces):
-            offsets[row, n_pre : n_pre + len(p.ids)] = p.offsets
-            word_ids[row, n_pre : n_pre + len(p.ids)] = p.word_ids
-        tokens = [[*self.prefix_tokens, *p.tokens, *self.suffix_tokens] for p in pieces]
+        return self._pad_rows([(p, None) for p in pieces])
+
+    def _pad_rows(self, rows: Sequence[tuple[Tokens, Tokens | None]]) -> Batch:
+        """Texts (or pairs) laid out by the post-processor's template and right-padded."""
+        if not rows:
+            raise InputError("no texts given (an empty batch)")
+        laid = [self._lay_out(a, b) for a, b in rows]  # per row: the slots' pieces, in order
+        width = max(sum(len(piece.ids) for piece, _ in row) for row in laid)
+        b = len(rows)
+        input_ids = np.full((b, width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((b, width), dtype=np.int64)
+        types = np.zeros((b, width), dtype=np.int64)
+        offsets = np.zeros((b, width, 2), dtype=np.int64)
+        word_ids = np.full((b, width), -1, dtype=np.int64)
+        tokens = []
+        for r, row in enumerate(laid):
+            at = 0
+            for piece, type_ids in row:
+                span = slice(at, at + len(piece.ids))
+                input_ids[r, span], types[r, span] = piece.ids, type_ids
+                offsets[r, span], word_ids[r, span] = piece.offsets, piece.word_ids
+                at += len(piece.ids)
+            mask[r, :at] = 1
+            tokens.append([t for piece, _ in row for t in piece.tokens])
         return Batch(
-            input_ids, mask, offsets, word_ids, tokens, np.zeros(len(pieces), dtype=np.int64)
+            input_ids,
+            mask,
+            offsets,
+            word_ids,
+            tokens,
+            np.zeros(b, dtype=bool),
+            types if self.token_types else None,
         )
+
+    def _lay_out(self, a: Tokens, b: Tokens | None) -> list[tuple[Tokens, np.ndarray]]:
+        """One row's pieces in template order, each with its token types; special tokens get
+        offsets (0, 0) and word id -1."""
+        out = []
+        for slot in self._single if b is None else self._pair:
+            if slot.text == -1:
+                n = len(slot.ids)
+                specials = Tokens(
+                    slot.ids, np.zeros((n, 2), np.int64), np.full(n, -1, np.int64), slot.tokens
+                )
+                out.append((specials, slot.types))
+            else:
+                piece = a if slot.text == 0 else b
+                assert piece is not None
+                out.append((piece, np.full(len(piece.ids), slot.text_type, dtype=np.int64)))
+        return out
 
 
 # Runs of characters between ASCII spaces. Cutting a text just after such a run never splits
 # a word, so the pieces before the cut are those of the whole text.
 _RUN = re.compile(r"[^ ]+")
+
+
+def _lowercases(normalizer: object) -> bool:
+    """Whether a normalizer (or a sequence of them) already has a Lowercase step, as
+    sentence-transformers checks before adding one."""
+    if isinstance(normalizer, normalizers.Lowercase):
+        return True
+    if isinstance(normalizer, normalizers.Sequence):
+        return any(isinstance(n, normalizers.Lowercase) for n in normalizer)  # type: ignore[attr-defined]
+    return False
 
 
 def _prefix(text: str, limit: int) -> str:
