@@ -11,6 +11,7 @@ import numpy as np
 
 from . import encode as E
 from . import model as M
+from . import sentence as S
 from . import system
 from .config import EncoderConfig
 from .convert import ConvertedFile
@@ -68,12 +69,15 @@ class DistilBert:
     def __init__(self, converted: ConvertedFile) -> None:
         self._file = converted
         self.config: EncoderConfig = converted.config
+        self._sentence = converted.sentence or S.PLAIN
+        self._max_seq_length = self._sentence.max_seq_length  # None: plain, windows
         self._tokenizer = (
             Tokenizer(
                 converted.tokenizer_json,
                 converted.config.max_position_embeddings,
                 converted.config.pad_token_id,
                 token_types=converted.config.type_vocab_size > 0,
+                lowercase=self._sentence.do_lower_case,
             )
             if converted.tokenizer_json is not None
             else None
@@ -221,38 +225,112 @@ class DistilBert:
     def _run_packed(self, sequences: list[np.ndarray]) -> list[np.ndarray]:
         return M.forward_packed(sequences, self._file.weights, self.config)
 
+    @property
+    def sentence_modules(self) -> S.SentenceModel:
+        """What runs after the encoder in ``encode``: a sentence-transformers folder's modules
+        (Pooling, Dense, Normalize), prompts and settings; mean pooling for a plain checkpoint."""
+        return self._sentence
+
+    @property
+    def max_seq_length(self) -> int:
+        """Longest tokenization ``encode`` runs, special tokens included: a
+        sentence-transformers model's ``max_seq_length`` (longer texts are truncated, as
+        there); for a plain checkpoint the model's positions (longer texts run in windows).
+        Setting it makes ``encode`` truncate there, as in sentence-transformers."""
+        return self._max_seq_length or self.config.max_position_embeddings
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        limit = self.config.max_position_embeddings
+        if not isinstance(value, int) or not 2 < value <= limit:
+            raise InputError(f"max_seq_length must be an integer in [3, {limit}], got {value!r}")
+        self._max_seq_length = value
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The model's prompts by name (config_sentence_transformers.json), for ``prompt_name``."""
+        return dict(self._sentence.prompts)
+
+    @property
+    def default_prompt_name(self) -> str | None:
+        """The prompt ``encode`` puts before every text unless told otherwise."""
+        return self._sentence.default_prompt_name
+
+    @property
+    def similarity_fn_name(self) -> str:
+        """``similarity``'s function: the model's ("cosine", "dot", "euclidean",
+        "manhattan"), cosine when it names none."""
+        return self._sentence.similarity_fn_name or "cosine"
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """The width of ``encode``'s sentence embeddings (after Pooling, Dense, truncate_dim)."""
+        return self._sentence.dimension(self.config.dim)
+
+    get_embedding_dimension = get_sentence_embedding_dimension  # sentence-transformers >= 6
+
+    def similarity(self, a: Any, b: Any) -> np.ndarray:
+        """Every embedding of ``a`` against every one of ``b`` ([N, E] or [E] each) with the
+        model's similarity function: float32 [N, M], higher is more similar.
+
+        >>> a, b = model.encode(["a cat"]), model.encode(["a dog", "tax law"])  # doctest: +SKIP
+        >>> model.similarity(a, b)  # doctest: +SKIP
+        array([[0.62, 0.03]], dtype=float32)
+        """
+        return S.similarity(a, b, self.similarity_fn_name)
+
+    def similarity_pairwise(self, a: Any, b: Any) -> np.ndarray:
+        """``a[i]`` against ``b[i]`` for every i, float32 [N]."""
+        return S.similarity_pairwise(a, b, self.similarity_fn_name)
+
     def encode(
         self,
         texts: str | Iterable[str],
         *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
         batch_size: int = 32,
+        show_progress_bar: bool = False,
         output_value: E.OutputValue = "sentence_embedding",
-        pooling: E.Pooling = "mean",
+        precision: E.Precision = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | None = None,
         normalize_embeddings: bool = False,
-        long_text: E.LongText = "window",
+        truncate_dim: int | None = None,
+        pooling: E.Pooling | None = None,
+        long_text: E.LongText | None = None,
         window: int | None = None,
         stride: int | None = None,
         word_pooling: E.WordPooling = "first",
         include_special_tokens: bool = False,
-        show_progress_bar: bool = False,
-    ) -> np.ndarray | list[E.TokenEmbeddings] | list[E.WordEmbeddings]:
-        """Embed texts, like sentence-transformers' ``encode``, in input order.
+    ) -> Any:
+        """Embed texts, as sentence-transformers' ``encode``, in input order. One text (a
+        ``str``) gives one result (a 1-D vector), a list of texts a list (an [N, E] array).
 
-        ``output_value``:
-          - ``"sentence_embedding"`` (default): float32 [N, D], pooled over every token of
-            each text (``pooling`` ``"mean"``, ``"cls"`` or ``"max"``; special tokens count, as
-            in sentence-transformers), L2-normalised with ``normalize_embeddings=True``.
-          - ``"token_embeddings"``: per text, a TokenEmbeddings (vectors [n, D], token strings,
-            character offsets, word ids); ``include_special_tokens`` adds [CLS] and [SEP].
-          - ``"word_embeddings"``: per text, a WordEmbeddings with one vector per word,
-            aggregated from its word pieces by ``word_pooling`` (``"first"``, ``"mean"``,
-            ``"max"``), the words and their offsets.
+        With no options, a sentence-transformers model gives what
+        ``SentenceTransformer(folder).encode(texts)`` gives: its Pooling, Dense and Normalize
+        modules, its default prompt, truncation at its ``max_seq_length``. A plain checkpoint
+        gives mean pooling over every token, long texts in windows. Options override:
 
-        Texts longer than ``window`` tokens (default: the model's 512 positions) are, with
-        ``long_text="window"``, cut into windows sharing ``stride`` tokens (default a quarter
-        of the window), each token keeping the vector of the window where it has the most
-        context; ``"truncate"`` keeps the first window (with a warning); ``"error"`` raises
-        TextTooLongError. Texts are batched ``batch_size`` at a time, sorted by length.
+        - ``output_value``: ``"sentence_embedding"`` (default, float32 [N, E]);
+          ``"token_embeddings"`` (per text float32 [n, D], [CLS] and [SEP] included, as
+          sentence-transformers); ``"tokens"`` (per text a TokenEmbeddings: vectors, token
+          strings, character offsets, word ids; ``include_special_tokens`` keeps [CLS] and
+          [SEP]); ``"word_embeddings"`` (per text a WordEmbeddings, one vector per word from its
+          pieces by ``word_pooling`` ``"first"``, ``"mean"`` or ``"max"``).
+        - ``pooling``: ``"mean"``, ``"cls"``, ``"max"``, ``"mean_sqrt_len_tokens"``,
+          ``"weightedmean"``, ``"lasttoken"`` instead of the model's.
+        - ``prompt`` / ``prompt_name``: text put before each text (``model.prompts``).
+        - ``normalize_embeddings``: unit length; ``truncate_dim``: keep the first dimensions.
+        - ``precision``: ``"int8"``, ``"uint8"`` (ranges from the embeddings of this call),
+          ``"binary"``, ``"ubinary"`` (bits packed 8 per byte): see ``quantize_embeddings``.
+        - ``long_text``: ``"window"`` (overlapping windows of ``window`` tokens sharing
+          ``stride``; each token keeps the vector of the window where it has the most context),
+          ``"truncate"``, or ``"error"`` (TextTooLongError).
+        - ``convert_to_numpy=False`` gives a list of vectors; there is no torch, so
+          ``convert_to_tensor=True`` and a ``device`` other than ``"cpu"`` are refused.
+
+        Texts are batched ``batch_size`` at a time, sorted by length.
 
         >>> model = load("tests/fixtures/tiny")  # 20 wide; distilbert-base-cased gives 768
         >>> model.encode(["Hello world!", "Hi"]).shape
@@ -262,26 +340,41 @@ class DistilBert:
             texts,
             self.tokenizer,
             self._run_packed,
+            sentence=self._sentence,
+            max_seq_length=self._max_seq_length,
+            prompt_name=prompt_name,
+            prompt=prompt,
             batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
             output_value=output_value,
-            pooling=pooling,
+            precision=precision,
+            convert_to_numpy=convert_to_numpy,
+            convert_to_tensor=convert_to_tensor,
+            device=device,
             normalize_embeddings=normalize_embeddings,
+            truncate_dim=truncate_dim,
+            pooling=pooling,
             long_text=long_text,
             window=window,
             stride=stride,
             word_pooling=word_pooling,
             include_special_tokens=include_special_tokens,
-            show_progress_bar=show_progress_bar,
         )
 
     def iter_encode(
         self, texts: Iterable[str], *, chunk_size: int = 4096, **options: Any
-    ) -> Iterator[np.ndarray | list[E.TokenEmbeddings] | list[E.WordEmbeddings]]:
+    ) -> Iterator[Any]:
         """``encode`` over an iterable of any size (a file, a generator), in bounded memory:
         yields the results of each ``chunk_size`` texts, in input order. Takes the options of
         ``encode``."""
         return E.iter_encode(
-            texts, self.tokenizer, self._run_packed, chunk_size=chunk_size, **options
+            texts,
+            self.tokenizer,
+            self._run_packed,
+            chunk_size=chunk_size,
+            sentence=self._sentence,
+            max_seq_length=self._max_seq_length,
+            **options,
         )
 
     # ---- task heads ---------------------------------------------------------------------------

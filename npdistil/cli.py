@@ -23,7 +23,7 @@ __all__ = ["main"]
 
 _OUTPUT_VALUES = {
     "sentence": "sentence_embedding",
-    "token": "token_embeddings",
+    "token": "tokens",
     "word": "word_embeddings",
 }
 

@@ -1,8 +1,9 @@
 """Hugging Face checkpoint folder -> one self-contained npdistil safetensors file.
 
 The file holds the weights laid out for the NumPy forward pass (see ``layout.py``), and in its
-metadata the config, the tokenizer definition, the task heads, where the weights came from
-(repo, revision, commit, file name and sha256) and the format version. It is written to a
+metadata the config, the tokenizer definition, the task heads, a sentence-transformers folder's
+modules (``sentence.py``; Dense weights as tensors), where the weights came from (repo,
+revision, commit, file name and sha256) and the format version. It is written to a
 temporary name and renamed, so no reader ever sees half of it.
 """
 
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import layout, storage
+from . import layout, sentence, storage
 from .config import EncoderConfig
 from .errors import CheckpointError, IntegrityError
 from .model import Weights
@@ -35,7 +36,9 @@ __all__ = [
 ]
 
 FORMAT = "npdistil"
-FORMAT_VERSION = 1
+# 2: BERT, sentence-transformers modules. A version-1 reader would take a version-2 file of a
+# sentence-transformers model for a plain one and silently pool it wrongly: it must refuse it.
+FORMAT_VERSION = 2
 # The weight files npdistil reads, in order of preference.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _SHARDED = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -77,8 +80,9 @@ def convert_folder(
     source: Mapping[str, str] | None = None,
     expected_sha256: str | None = None,
 ) -> Path:
-    """Convert a transformers DistilBERT folder (``config.json``, weights, tokenizer files)
-    into an npdistil file at ``output``; returns ``output``.
+    """Convert a transformers DistilBERT or BERT folder (``config.json``, weights, tokenizer
+    files; a sentence-transformers folder's modules too) into an npdistil file at ``output``;
+    returns ``output``.
 
     ``source`` (repo, revision, commit) is recorded in the file. With ``expected_sha256``
     (the Hub's LFS hash), weights whose sha256 differs are refused.
@@ -95,6 +99,9 @@ def convert_folder(
     tensors, heads = layout.from_hf_state_dict(
         read_state_dict(weights_path), config, str(weights_path)
     )
+    modules = sentence.read_folder(
+        folder, config.dim, config.max_position_embeddings, read_state_dict
+    )
     tokenizer_json = tokenizer_definition(folder)
     if tokenizer_json is not None:
         _check_tokenizer_fits(tokenizer_json, config, folder)
@@ -108,6 +115,10 @@ def convert_folder(
     }
     if tokenizer_json is not None:
         metadata["tokenizer"] = tokenizer_json
+    if modules is not None:
+        spec, module_tensors = modules
+        metadata["sentence_transformers"] = json.dumps(spec, sort_keys=True)
+        tensors |= module_tensors
     storage.write_atomic(output, tensors, metadata)
     return output
 
@@ -136,6 +147,8 @@ class ConvertedFile(NamedTuple):
     source: dict[str, Any]
     size_bytes: int
     n_tensors: int
+    sentence: sentence.SentenceModel | None = None  # a sentence-transformers model's modules
+    format_version: int = FORMAT_VERSION
 
 
 def open_converted(path: str | os.PathLike[str]) -> ConvertedFile:
@@ -161,10 +174,14 @@ def open_converted(path: str | os.PathLike[str]) -> ConvertedFile:
         config_dict = json.loads(meta["config"])
         heads = json.loads(meta.get("heads", "[]"))
         source = json.loads(meta.get("source", "{}"))
+        spec = (
+            json.loads(meta["sentence_transformers"]) if "sentence_transformers" in meta else None
+        )
     except (KeyError, ValueError):
         raise CheckpointError(f"{path}: malformed npdistil metadata") from None
     config = EncoderConfig.from_dict(config_dict, source=f"{path} (config metadata)")
     tensors = storage.read_tensors(path, header)
+    modules = None if spec is None else sentence.from_spec(spec, tensors, config.dim, str(path))
     return ConvertedFile(
         path=path,
         config=config,
@@ -174,4 +191,6 @@ def open_converted(path: str | os.PathLike[str]) -> ConvertedFile:
         source=source,
         size_bytes=path.stat().st_size,
         n_tensors=len(tensors),
+        sentence=modules,
+        format_version=version,
     )

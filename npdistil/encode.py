@@ -5,6 +5,10 @@ longer one is cut into overlapping windows and every token keeps the vector of t
 it has the most context on both sides, so the token sequence is complete and in order. Pieces
 of all texts are sorted by length and batched, so padding stays small, and results are put back
 in input order.
+
+A sentence-transformers model encodes as its folder says (sentence.py): its pooling, Dense and
+Normalize modules, prompts, and truncation at its ``max_seq_length`` instead of windows; every
+option given overrides.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from .errors import InputError, InputTypeError, TextTooLongError
+from .sentence import PLAIN, SentenceModel, l2_normalize, pool, quantize_embeddings, run_modules
 from .tokenizer import Tokenizer, Tokens, check_texts
 
 __all__ = [
@@ -27,10 +32,13 @@ __all__ = [
     "plan_windows",
 ]
 
-OutputValue = Literal["sentence_embedding", "token_embeddings", "word_embeddings"]
-Pooling = Literal["mean", "cls", "max"]
+# "token_embeddings" is sentence-transformers' (each text's vectors, [CLS] and [SEP] included);
+# "tokens" adds each token's string, offsets and word id.
+OutputValue = Literal["sentence_embedding", "token_embeddings", "tokens", "word_embeddings"]
+Pooling = Literal["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
 LongText = Literal["window", "truncate", "error"]
 WordPooling = Literal["first", "mean", "max"]
+Precision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
 # n sequences of token ids (special tokens included) -> their last hidden states [n_i, D]
 Encoder = Callable[[list[np.ndarray]], list[np.ndarray]]
 
@@ -78,18 +86,58 @@ def plan_windows(n: int, room: int, stride: int) -> tuple[list[int], np.ndarray]
 
 
 def _check_options(
-    output_value: str, pooling: str, long_text: str, word_pooling: str, batch_size: int
+    output_value: str,
+    pooling: str | None,
+    long_text: str | None,
+    word_pooling: str,
+    precision: str,
+    batch_size: int,
+    truncate_dim: int | None,
 ) -> None:
     for name, value, allowed in (
         ("output_value", output_value, OutputValue.__args__),  # type: ignore[attr-defined]
-        ("pooling", pooling, Pooling.__args__),  # type: ignore[attr-defined]
-        ("long_text", long_text, LongText.__args__),  # type: ignore[attr-defined]
+        ("pooling", pooling, (None, *Pooling.__args__)),  # type: ignore[attr-defined]
+        ("long_text", long_text, (None, *LongText.__args__)),  # type: ignore[attr-defined]
         ("word_pooling", word_pooling, WordPooling.__args__),  # type: ignore[attr-defined]
+        ("precision", precision, Precision.__args__),  # type: ignore[attr-defined]
     ):
         if value not in allowed:
             raise InputError(f"{name} must be one of {allowed}, got {value!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if truncate_dim is not None and (not isinstance(truncate_dim, int) or truncate_dim < 1):
+        raise InputError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
+    if precision != "float32" and output_value != "sentence_embedding":
+        raise InputError(f"precision {precision!r} applies to sentence embeddings only")
+
+
+def _check_numpy_only(convert_to_tensor: bool, device: object) -> None:
+    if convert_to_tensor:
+        raise InputError(
+            "convert_to_tensor=True: npdistil returns NumPy arrays and has no torch; "
+            "use torch.from_numpy(...) on the result if you need a tensor"
+        )
+    if device not in (None, "cpu"):
+        raise InputError(f"device={device!r}: npdistil runs on the CPU only (device='cpu' or None)")
+
+
+def _resolve_prompt(
+    sentence: SentenceModel, prompt: str | None, prompt_name: str | None
+) -> str | None:
+    """The prompt text to put before every text, as sentence-transformers resolves it: an
+    explicit ``prompt``, else the named one, else the model's default (if any)."""
+    if prompt is not None:
+        if prompt_name is not None:
+            warnings.warn("both prompt and prompt_name given: using prompt", stacklevel=4)
+        return prompt
+    name = prompt_name if prompt_name is not None else sentence.default_prompt_name
+    if name is None:
+        return None
+    if name not in sentence.prompts:
+        raise InputError(
+            f"prompt_name {name!r} is not one of the model's prompts {list(sentence.prompts)}"
+        )
+    return sentence.prompts[name]
 
 
 def encode(
@@ -97,23 +145,97 @@ def encode(
     tokenizer: Tokenizer,
     run: Encoder,
     *,
+    sentence: SentenceModel = PLAIN,
+    max_seq_length: int | None = None,
     batch_size: int = 32,
     output_value: OutputValue = "sentence_embedding",
-    pooling: Pooling = "mean",
+    pooling: Pooling | None = None,
     normalize_embeddings: bool = False,
-    long_text: LongText = "window",
+    prompt: str | None = None,
+    prompt_name: str | None = None,
+    precision: Precision = "float32",
+    truncate_dim: int | None = None,
+    long_text: LongText | None = None,
     window: int | None = None,
     stride: int | None = None,
     word_pooling: WordPooling = "first",
     include_special_tokens: bool = False,
     show_progress_bar: bool = False,
-) -> np.ndarray | list[TokenEmbeddings] | list[WordEmbeddings]:
-    """Embed texts; see ``DistilBert.encode`` for the options."""
-    _check_options(output_value, pooling, long_text, word_pooling, batch_size)
+    convert_to_numpy: bool = True,
+    convert_to_tensor: bool = False,
+    device: str | None = None,
+) -> Any:
+    """Embed texts; see ``DistilBert.encode`` for the options. ``sentence`` is the model's
+    sentence-transformers modules; ``max_seq_length``, when set, truncates texts there by
+    default, as sentence-transformers does."""
+    truncate_dim = truncate_dim if truncate_dim is not None else sentence.truncate_dim
+    _check_options(
+        output_value, pooling, long_text, word_pooling, precision, batch_size, truncate_dim
+    )
+    _check_numpy_only(convert_to_tensor, device)
+    single = isinstance(texts, str)
     texts = check_texts(texts)
+
+    rich = output_value in ("tokens", "word_embeddings")  # offsets into the texts as given
+    if rich and (prompt or prompt_name):
+        raise InputError(f"prompts apply to sentence and token embeddings, not {output_value!r}")
+    text_prompt = None if rich else _resolve_prompt(sentence, prompt, prompt_name)
+    skip = 0  # leading tokens pooling leaves out: a prompt and its [CLS], if the model says so
+    if text_prompt:  # as sentence-transformers: the prompt's own tokens, then the text's
+        if not sentence.pooling.include_prompt:
+            skip = len(tokenizer.prefix_ids) + len(tokenizer.tokenize(text_prompt)[0].ids)
+        texts = [text_prompt + t for t in texts]
+
+    # A sentence-transformers model truncates at its max_seq_length (quietly, as it does);
+    # otherwise long texts run in windows of the model's positions.
+    quiet = long_text is None and max_seq_length is not None
+    long_text = long_text or ("truncate" if max_seq_length is not None else "window")
+    window = window or max_seq_length
+    results, pieces_of = _hidden_states(
+        texts, tokenizer, run, long_text, window, stride, batch_size, show_progress_bar, quiet
+    )
+
+    out: Any
+    if output_value == "sentence_embedding":
+        modes = (pooling,) if pooling else sentence.pooling.modes
+        x = run_modules(pool(results, modes, skip), sentence.modules[1:])  # [N, E]
+        if truncate_dim is not None:
+            x = x[:, :truncate_dim]
+        if normalize_embeddings:
+            x = l2_normalize(x)
+        out = quantize_embeddings(x, precision) if precision != "float32" else x
+        if not convert_to_numpy:  # sentence-transformers gives a list of vectors then
+            out = list(out)
+    elif output_value == "token_embeddings":
+        out = [np.array(seq, dtype=np.float32) for seq in results]  # copies: own memory
+    else:
+        tokens = [
+            _token_embeddings(seq, toks, tokenizer, include_special_tokens)
+            for seq, toks in zip(results, pieces_of, strict=True)
+        ]
+        if output_value == "tokens":
+            out = tokens
+        else:
+            out = [_words(t, text, word_pooling) for t, text in zip(tokens, texts, strict=True)]
+    return out[0] if single else out
+
+
+def _hidden_states(
+    texts: list[str],
+    tokenizer: Tokenizer,
+    run: Encoder,
+    long_text: str,
+    window: int | None,
+    stride: int | None,
+    batch_size: int,
+    progress: bool,
+    quiet: bool,
+) -> tuple[list[np.ndarray], list[Tokens]]:
+    """Every text's last hidden states [specials + n, D] (in windows, or truncated), and its
+    word pieces."""
     room, stride = _room_and_stride(tokenizer, window, stride)
     pieces_of = tokenizer.tokenize(texts, limit=None if long_text == "window" else room)
-    _apply_long_text_policy(pieces_of, room, long_text, tokenizer)
+    _apply_long_text_policy(pieces_of, room, long_text, tokenizer, quiet)
     if long_text == "window":
         plans = [plan_windows(len(t.ids), room, stride) for t in pieces_of]
     else:  # one window per text: its first `room` tokens
@@ -121,20 +243,12 @@ def encode(
     pieces = [  # the content ids of every window of every text, text by text, in order
         t.ids[s : s + room] for t, (starts, _) in zip(pieces_of, plans, strict=True) for s in starts
     ]
-    vectors = iter(_run_pieces(pieces, tokenizer, run, batch_size, show_progress_bar))
+    vectors = iter(_run_pieces(pieces, tokenizer, run, batch_size, progress))
     results = []  # per text: [specials + tokens, D], pieces being grouped by text, in order
     for starts, owner in plans:
         windows = [(s, next(vectors)) for s in starts]
         results.append(_stitch(windows, starts, owner, room, tokenizer))
-    if output_value == "sentence_embedding":
-        return _sentences(results, pooling, normalize_embeddings)
-    tokens = [
-        _token_embeddings(seq, toks, tokenizer, include_special_tokens)
-        for seq, toks in zip(results, pieces_of, strict=True)
-    ]
-    if output_value == "token_embeddings":
-        return tokens
-    return [_words(t, text, word_pooling) for t, text in zip(tokens, texts, strict=True)]
+    return results, pieces_of
 
 
 def iter_encode(
@@ -143,8 +257,8 @@ def iter_encode(
     run: Encoder,
     *,
     chunk_size: int = 4096,
-    **options: object,
-) -> Iterator[np.ndarray | list[TokenEmbeddings] | list[WordEmbeddings]]:
+    **options: Any,
+) -> Iterator[Any]:
     """``encode`` over an iterable of any length, ``chunk_size`` texts at a time: yields each
     chunk's results in input order, holding only one chunk in memory."""
     if chunk_size < 1:
@@ -153,7 +267,7 @@ def iter_encode(
     offset = 0
     while chunk := list(itertools.islice(iterator, chunk_size)):
         try:
-            yield encode(chunk, tokenizer, run, **options)  # type: ignore[arg-type]
+            yield encode(chunk, tokenizer, run, **options)
         except (InputError, InputTypeError) as exc:  # name the text by its stream index
             raise type(exc)(_shift_index(str(exc), offset)) from None
         offset += len(chunk)
@@ -184,7 +298,7 @@ def _room_and_stride(tok: Tokenizer, window: int | None, stride: int | None) -> 
 
 
 def _apply_long_text_policy(
-    pieces_of: list[Tokens], room: int, long_text: str, tok: Tokenizer
+    pieces_of: list[Tokens], room: int, long_text: str, tok: Tokenizer, quiet: bool = False
 ) -> None:
     long = [i for i, t in enumerate(pieces_of) if len(t.ids) > room]
     if not long:
@@ -195,11 +309,11 @@ def _apply_long_text_policy(
             f"text {long[0]} has more tokens than the window of {window} (long_text='error'); "
             "use long_text='window' or 'truncate'"
         )
-    if long_text == "truncate":
+    if long_text == "truncate" and not quiet:
         warnings.warn(
             f"{len(long)} text(s) longer than {window} tokens were truncated to their first "
             f"{window} (first: text {long[0]})",
-            stacklevel=4,
+            stacklevel=5,
         )
 
 
@@ -244,20 +358,6 @@ def _stitch(
         seq[n_pre + pos] = by_start[s][n_pre + pos - s]
     seq[n_pre + n :] = last[n_pre + room :]
     return seq
-
-
-def _sentences(seqs: list[np.ndarray], pooling: str, normalize: bool) -> np.ndarray:
-    if pooling == "mean":
-        out = np.stack([s.mean(axis=0) for s in seqs])
-    elif pooling == "max":
-        out = np.stack([s.max(axis=0) for s in seqs])
-    else:
-        out = np.stack([s[0] for s in seqs])
-    out = out.astype(np.float32, copy=False)
-    if normalize:
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        out /= np.maximum(norms, 1e-12)
-    return out
 
 
 def _token_embeddings(

@@ -1,24 +1,30 @@
 """Downloading checkpoints from the Hugging Face Hub with ``huggingface_hub``.
 
 Only the files npdistil needs are fetched: ``config.json``, one weights file
-(``model.safetensors``, else ``pytorch_model.bin``) and the tokenizer (``tokenizer.json``, else
-``vocab.txt`` and ``tokenizer_config.json``). They land in the ordinary Hugging Face cache, so
-``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and ``HF_TOKEN`` work as
-everywhere else, and files shared with transformers are not downloaded twice.
+(``model.safetensors``, else ``pytorch_model.bin``), the tokenizer (``tokenizer.json``, else
+``vocab.txt`` and ``tokenizer_config.json``), and for a sentence-transformers model
+(``modules.json``) its modules' configurations and Dense weights. They land in the ordinary
+Hugging Face cache, so ``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and
+``HF_TOKEN`` work as everywhere else, and files shared with transformers are not downloaded
+twice.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
+from . import sentence
 from .convert import WEIGHT_FILES
 from .errors import HubError
 
 __all__ = ["Snapshot", "download", "cached_commit", "evict", "is_repo_id"]
+
+log = logging.getLogger("npdistil")
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -129,6 +135,31 @@ def download(
         "vocab.txt", commit, required=False
     ):
         fetch("tokenizer_config.json", commit, required=False)
+
+    def fetch_module_file(filename: str) -> Path | None:
+        """A sentence-transformers file, or None if the repository has none. Offline, what
+        the cache holds: a plain checkpoint cached without asking for these is not an error."""
+        if not (local_files_only or huggingface_hub.constants.HF_HUB_OFFLINE):
+            return fetch(filename, commit, required=False)
+        cached = huggingface_hub.try_to_load_from_cache(
+            repo_id,
+            filename,
+            cache_dir=None if cache_dir is None else Path(cache_dir),
+            revision=commit,
+        )
+        if cached is None and filename == "modules.json":
+            log.warning(
+                "%s: offline, and the cache does not say whether it has a modules.json: "
+                "taken as a plain checkpoint (load it once online if it is a "
+                "sentence-transformers model)",
+                repo_id,
+            )
+        return Path(cached) if isinstance(cached, str) else None
+
+    modules = fetch_module_file("modules.json")
+    if modules is not None:  # a sentence-transformers model: what its modules read too
+        for alternatives in sentence.module_files(modules.read_bytes()):
+            next((p for name in alternatives if fetch_module_file(name) is not None), None)
     blob = Path(weights).resolve().name  # LFS blobs are named by their sha256
     return Snapshot(
         repo_id=repo_id,

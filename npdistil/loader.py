@@ -15,8 +15,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from . import hub
-from .convert import WEIGHT_FILES, ConvertedFile, convert_folder, open_converted
+from . import hub, sentence
+from .convert import FORMAT_VERSION, WEIGHT_FILES, ConvertedFile, convert_folder, open_converted
 from .errors import CheckpointError, HubError, IntegrityError
 
 __all__ = ["cache_root", "resolve"]
@@ -74,9 +74,11 @@ def resolve(
 def _from_folder(folder: Path, root: Path) -> ConvertedFile:
     folder = folder.resolve()
     key = hashlib.sha256(str(folder).encode())
-    for name in _FOLDER_FILES:
-        if (folder / name).is_file():
-            st = (folder / name).stat()
+    files = [folder / name for name in _FOLDER_FILES] + sentence.folder_files(folder)
+    for path in files:
+        if path.is_file():
+            st = path.stat()
+            name = path.relative_to(folder).as_posix()
             key.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
     out = root / "local" / f"{folder.name}-{key.hexdigest()[:16]}.safetensors"
     return _open_or_convert(
@@ -99,7 +101,7 @@ def _from_hub(
     commit = None if force_download else hub.cached_commit(repo_id, revision, hf_cache_dir)
     if commit and converted(commit).is_file():
         try:
-            return open_converted(converted(commit))
+            return _current(open_converted(converted(commit)))
         except CheckpointError as exc:
             log.warning("reconverting %s: the cached copy is unusable (%s)", repo_id, exc)
 
@@ -127,10 +129,20 @@ def _from_hub(
     return _open_or_convert(out, convert, force=force_download)
 
 
+def _current(file: ConvertedFile) -> ConvertedFile:
+    """A cached conversion, if made by this npdistil's format (an older one may lack what the
+    checkpoint has, such as its sentence-transformers modules)."""
+    if file.format_version < FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file.path}: format {file.format_version}, older than this npdistil's"
+        )
+    return file
+
+
 def _open_or_convert(out: Path, convert: Callable[[], Path], force: bool = False) -> ConvertedFile:
     if out.is_file() and not force:
         try:
-            return open_converted(out)
+            return _current(open_converted(out))
         except CheckpointError as exc:
             log.warning("reconverting: the cached copy %s is unusable (%s)", out, exc)
     convert()

@@ -50,16 +50,14 @@ def test_sentence_mean_cls_max_match_pooling_of_transformers_outputs(model, pari
 
 
 def test_token_embeddings_match_transformers_rows_offsets_and_word_ids(model, parity):
-    with_specials = _encode(
-        model, TEXTS, output_value="token_embeddings", include_special_tokens=True
-    )
+    with_specials = _encode(model, TEXTS, output_value="tokens", include_special_tokens=True)
     for i, t in enumerate(with_specials):
         n = int(MASK[i].sum())
         parity(f"encode tokens text {i}", t.vectors, HIDDEN[i, :n])
         np.testing.assert_array_equal(t.offsets, OFFSETS[i, :n])
         np.testing.assert_array_equal(t.word_ids, WORD_IDS[i, :n])
         assert t.tokens[0] == "[CLS]" and t.tokens[-1] == "[SEP]" and len(t.tokens) == n
-    without = _encode(model, TEXTS, output_value="token_embeddings")
+    without = _encode(model, TEXTS, output_value="tokens")
     for a, b in zip(without, with_specials, strict=True):
         np.testing.assert_array_equal(a.vectors, b.vectors[1:-1])
         assert a.tokens == b.tokens[1:-1]
@@ -99,9 +97,9 @@ def test_a_text_in_a_sorted_padded_batch_equals_the_text_alone(model):
     for i, text in enumerate(texts):
         alone = model.encode([text])[0]
         assert np.abs(together[i] - alone).max() <= 1e-5
-    tokens = model.encode(texts, output_value="token_embeddings", batch_size=2)
+    tokens = model.encode(texts, output_value="tokens", batch_size=2)
     for i, text in enumerate(texts):
-        alone = model.encode([text], output_value="token_embeddings")[0]
+        alone = model.encode([text], output_value="tokens")[0]
         assert np.abs(tokens[i].vectors - alone.vectors).max(initial=0) <= 1e-5
 
 
@@ -148,7 +146,7 @@ def _independent_windows(model, text, window, stride):
 def test_long_text_windows_match_an_independent_computation(model, window, stride, parity):
     [tokens] = model.encode(
         [LONG],
-        output_value="token_embeddings",
+        output_value="tokens",
         include_special_tokens=True,
         window=window,
         stride=stride,
@@ -169,7 +167,7 @@ def test_a_text_that_fits_one_window_is_the_single_pass_result(model):
     text = TEXTS[1]
     batch = model.tokenizer([text])
     single = model(batch.input_ids, batch.attention_mask).last_hidden_state[0]
-    [tokens] = model.encode([text], output_value="token_embeddings", include_special_tokens=True)
+    [tokens] = model.encode([text], output_value="tokens", include_special_tokens=True)
     np.testing.assert_array_equal(tokens.vectors, single)
 
 
@@ -177,7 +175,7 @@ def test_long_text_policies(model):
     with pytest.raises(TextTooLongError, match="text 1 has"):
         model.encode(["short", LONG], long_text="error")
     with pytest.warns(UserWarning, match="truncated"):
-        [t] = model.encode([LONG], long_text="truncate", output_value="token_embeddings")
+        [t] = model.encode([LONG], long_text="truncate", output_value="tokens")
     assert len(t.tokens) == 38
 
 

@@ -72,7 +72,7 @@ def test_a_10_mb_text_is_truncated_quickly_or_embedded_in_windows(model):
     with pytest.warns(UserWarning, match="truncated"):
         emb = model.encode([text], long_text="truncate")
     assert emb.shape == (1, 20)
-    [tokens] = model.encode(["word " * 20_000], output_value="token_embeddings")
+    [tokens] = model.encode(["word " * 20_000], output_value="tokens")
     assert len(tokens.tokens) == 40_000  # every piece of a long text, none dropped
 
 
