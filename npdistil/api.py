@@ -87,7 +87,8 @@ class DistilBert:
         c = self.config
         heads = ", ".join(self.task_heads) or "none"
         return (
-            f"DistilBert({self.path}, dim={c.dim}, n_layers={c.n_layers}, n_heads={c.n_heads}, "
+            f"DistilBert({self.path}, model_type={c.model_type!r}, dim={c.dim}, "
+            f"n_layers={c.n_layers}, n_heads={c.n_heads}, "
             f"vocab_size={c.vocab_size}, heads: {heads})"
         )
 

@@ -595,11 +595,16 @@ def similarity(a: Any, b: Any, fn: str = "cosine") -> np.ndarray:  # [N, E], [M,
         return l2_normalize(a) @ l2_normalize(b).T
     if fn == "dot":
         return a @ b.T
-    if fn == "euclidean":
-        squared = (a * a).sum(1)[:, None] - 2 * (a @ b.T) + (b * b).sum(1)[None, :]
-        return -np.sqrt(np.maximum(squared, 0))
-    if fn == "manhattan":
-        return -np.abs(a[:, None, :] - b[None, :, :]).sum(-1)
+    if fn in ("euclidean", "manhattan"):  # from the differences (a vector is 0 from itself)
+        out = np.empty((len(a), len(b)), np.float32)
+        step = max(1, (1 << 20) // max(1, b.size))  # rows of a per [rows, M, E] temporary
+        for i in range(0, len(a), step):
+            diff = a[i : i + step, None, :] - b[None, :, :]  # [rows, M, E]
+            if fn == "euclidean":
+                out[i : i + step] = -np.sqrt(np.einsum("rme,rme->rm", diff, diff))
+            else:
+                out[i : i + step] = -np.abs(diff).sum(-1)
+        return out
     raise InputError(f"similarity function must be one of {SIMILARITY_FUNCTIONS}, got {fn!r}")
 
 
