@@ -378,3 +378,66 @@ def test_an_older_format_file_in_the_cache_is_converted_again(tmp_path, monkeypa
     monkeypatch.setattr("npdistil.convert.FORMAT_VERSION", 3)
     again = npdistil.load(folder)
     assert again._file.format_version == 3 and again.path == first.path
+
+
+# ---- from the Hub (the stand-in Hub of tests/fakehub.py) ---------------------------------------
+
+
+def _tree(name: str) -> dict[str, bytes]:
+    root = FIXTURES / name
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_hub_model_brings_its_module_files(fake_hub, parity):
+    name = "st-distilbert-cls-dense-normalize"
+    repo = "sentence-transformers/tiny-cls-dense"
+    fake_hub.add_repo(repo, _tree(name) | {"README.md": b"# card", "onnx/model.onnx": b"x" * 100})
+    model = npdistil.load(repo)
+    got = {p.split("/resolve/", 1)[1].split("/", 1)[1] for m, p in fake_hub.requests if m == "GET"}
+    assert got == {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "modules.json",
+        "config_sentence_transformers.json",
+        "sentence_bert_config.json",
+        "tokenizer_config.json",
+        "1_Pooling/config.json",
+        "2_Dense/config.json",
+        "2_Dense/model.safetensors",
+        "3_Normalize/config.json",
+    }
+    parity(
+        f"ST {name} from the Hub", model.encode(TEXTS), _ref(name, "default"), SENTENCE_TOLERANCE
+    )
+    fake_hub.reset_requests()
+    assert npdistil.load(repo).path == model.path and fake_hub.requests == []
+
+
+def test_a_hub_model_offline_from_the_cache(fake_hub, monkeypatch, tmp_path, parity):
+    from fakehub import offline
+
+    name = "st-bert-prompts"
+    repo = "org/tiny-prompts"
+    fake_hub.add_repo(repo, _tree(name))
+    npdistil.load(repo)
+    offline(monkeypatch)
+    fake_hub.reset_requests()
+    model = npdistil.load(repo, cache_dir=tmp_path / "fresh")  # converts again, from the cache
+    assert fake_hub.requests == []
+    parity(
+        f"ST {name} offline from the cache",
+        model.encode(TEXTS),
+        _ref(name, "default"),
+        SENTENCE_TOLERANCE,
+    )
+
+
+def test_a_plain_hub_model_cached_offline_stays_plain(fake_hub, monkeypatch, tmp_path):
+    from fakehub import offline
+
+    fake_hub.add_repo("org/plain", _tree("tiny"))
+    npdistil.load("org/plain")
+    offline(monkeypatch)
+    model = npdistil.load("org/plain", cache_dir=tmp_path / "fresh")
+    assert model.sentence_modules.pooling.modes == ("mean",) and model.max_seq_length == 40
