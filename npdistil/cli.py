@@ -18,6 +18,7 @@ from .encode import TokenEmbeddings, WordEmbeddings
 from .errors import InputError, NpdistilError
 from .loader import DEFAULT_MODEL
 from .output import open_writer
+from .sentence import Dense, Pooling
 
 __all__ = ["main"]
 
@@ -29,7 +30,9 @@ _OUTPUT_VALUES = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="npdistil", description="DistilBERT inference in pure NumPy.")
+    p = argparse.ArgumentParser(
+        prog="npdistil", description="DistilBERT and BERT inference in pure NumPy."
+    )
     p.add_argument("--version", action="version", version=f"npdistil {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -44,10 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--output-value", choices=list(_OUTPUT_VALUES), default="sentence")
     e.add_argument(
         "--pooling",
-        choices=["mean", "cls", "max"],
-        default="mean",
-        help="sentence pooling (default: %(default)s)",
+        choices=["mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"],
+        help="sentence pooling (default: the model's; mean for a plain checkpoint)",
     )
+    e.add_argument("--prompt", help="text put before every text (sentence embeddings)")
+    e.add_argument("--prompt-name", help="one of the model's prompts, by name")
     e.add_argument(
         "--word-pooling",
         choices=["first", "mean", "max"],
@@ -61,10 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--long-text",
         choices=["window", "truncate", "error"],
-        default="window",
-        help="texts over the window (default: %(default)s)",
+        help="texts over the window (default: truncate for sentence-transformers models, at "
+        "their max_seq_length, as they do; window otherwise)",
     )
-    e.add_argument("--window", type=int, help="tokens per window (default: the model's 512)")
+    e.add_argument(
+        "--window",
+        type=int,
+        help="tokens per window (default: the model's max_seq_length, or its 512 positions)",
+    )
     e.add_argument("--stride", type=int, help="tokens shared by neighbouring windows")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument(
@@ -167,11 +175,36 @@ def _info(args: argparse.Namespace) -> int:
                 "tokenizer": model._tokenizer is not None,
                 "source": f.source,
                 "config": model.config.to_dict(),
+                "sentence_transformers": _describe(model) if f.sentence else None,
             },
             indent=2,
         )
     )
     return 0
+
+
+def _describe(model: DistilBert) -> dict[str, Any]:
+    """A sentence-transformers model's modules and settings, as JSON."""
+    s = model.sentence_modules
+    modules: list[dict[str, Any]] = []
+    for m in s.modules:
+        if isinstance(m, Pooling):
+            modules.append(
+                {"type": "Pooling", "modes": m.modes, "include_prompt": m.include_prompt}
+            )
+        elif isinstance(m, Dense):
+            n_in, n_out = m.linear.weight.shape
+            modules.append({"type": "Dense", "in": n_in, "out": n_out, "activation": m.activation})
+        else:
+            modules.append({"type": type(m).__name__})
+    return {
+        "modules": modules,
+        "max_seq_length": model.max_seq_length,
+        "embedding_dimension": model.get_sentence_embedding_dimension(),
+        "similarity_fn_name": model.similarity_fn_name,
+        "prompts": model.prompts,
+        "default_prompt_name": model.default_prompt_name,
+    }
 
 
 def _arrays(tree: Any) -> Iterator[np.ndarray]:
@@ -214,6 +247,8 @@ def _embed(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "output_value": _OUTPUT_VALUES[args.output_value],
         "pooling": args.pooling,
+        "prompt": args.prompt,
+        "prompt_name": args.prompt_name,
         "normalize_embeddings": args.normalize,
         "long_text": args.long_text,
         "window": args.window,

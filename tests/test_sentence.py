@@ -441,3 +441,28 @@ def test_a_plain_hub_model_cached_offline_stays_plain(fake_hub, monkeypatch, tmp
     offline(monkeypatch)
     model = npdistil.load("org/plain", cache_dir=tmp_path / "fresh")
     assert model.sentence_modules.pooling.modes == ("mean",) and model.max_seq_length == 40
+
+
+def test_command_line_prompt_and_info(tmp_path, capsys, parity):
+    from npdistil.cli import main
+
+    name = "st-bert-prompts"
+    (tmp_path / "in.txt").write_text("\n".join(TEXTS[:4]) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    args = ["embed", "--model", str(FIXTURES / name), "--input", str(tmp_path / "in.txt")]
+    assert main([*args, "--output", str(out), "--prompt-name", "passage"]) == 0
+    parity(
+        "ST CLI --prompt-name",
+        np.load(out),
+        _ref(name, "prompt_name_passage")[:4],
+        SENTENCE_TOLERANCE,
+    )
+    capsys.readouterr()
+    assert main(["info", str(FIXTURES / name)]) == 0
+    info = json.loads(capsys.readouterr().out)["sentence_transformers"]
+    assert info["default_prompt_name"] == "query" and info["embedding_dimension"] == 16
+    assert info["modules"][0] == {
+        "type": "Pooling",
+        "modes": ["weightedmean"],
+        "include_prompt": False,
+    }
