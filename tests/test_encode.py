@@ -277,7 +277,11 @@ def _peak_bytes(tmp_path: Path, n: int) -> int:
 
 def test_streaming_memory_stays_flat_as_the_input_grows(tmp_path):
     _peak_bytes(tmp_path, 100)  # warm-up: conversion and first-use allocations
-    small, large = _peak_bytes(tmp_path, 1000), _peak_bytes(tmp_path, 10000)
+    # Each size twice, keeping the lower peak: the interpreter grows some tables of its own
+    # once in a while (a 1.9 MB one was seen, depending on how many modules the test run had
+    # imported), which says nothing about the stream; memory held per line shows in every run.
+    small = min(_peak_bytes(tmp_path, 1000) for _ in range(2))
+    large = min(_peak_bytes(tmp_path, 10000) for _ in range(2))
     print(
         f"peak traced memory: {small / 1e6:.2f} MB for 1,000 lines, "
         f"{large / 1e6:.2f} MB for 10,000 lines"
