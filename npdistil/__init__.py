@@ -20,6 +20,7 @@ from .errors import (
     UnsafeCheckpointError,
 )
 from .model import ModelOutput
+from .sentence import SentenceModel, quantize_embeddings
 from .tokenizer import Batch, Tokenizer
 
 __version__ = "0.1.0"
@@ -32,6 +33,8 @@ __all__ = [
     "ModelOutput",
     "Tokenizer",
     "Batch",
+    "SentenceModel",
+    "quantize_embeddings",
     "convert_folder",
     "NpdistilError",
     "ConfigError",

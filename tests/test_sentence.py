@@ -284,7 +284,9 @@ def test_int8_needs_more_than_one_embedding():
     with pytest.raises(InputError, match="cannot compute int8 ranges from a single embedding"):
         model.encode("one text", precision="int8")
     calibration = model.encode(TEXTS)
-    q = quantize_embeddings(model.encode(["one text"]), "int8", calibration_embeddings=calibration)
+    q = npdistil.quantize_embeddings(
+        model.encode(["one text"]), "int8", calibration_embeddings=calibration
+    )
     assert q.dtype == np.int8 and q.shape == (1, 20)
 
 
