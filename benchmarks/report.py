@@ -421,6 +421,21 @@ def _corpus(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _minilm_parity(p: dict[str, Any] | None) -> list[str]:
+    if not p:
+        return []
+    if "skipped" in p:
+        return [f"Real trained weights (all-MiniLM-L6-v2): SKIPPED, {p['skipped']}.", ""]
+    return [
+        f"Real trained weights, sentence-transformers/all-MiniLM-L6-v2, {p['texts']} corpus "
+        f"paragraphs: npdistil's max abs error {p['hidden_state_max_abs_error']:.1e} on last "
+        f"hidden states (real tokens, vs transformers' BertModel) and "
+        f"{p['sentence_embedding_max_abs_error']:.1e} on sentence embeddings (vs "
+        f"{p['sentence_reference']}).",
+        "",
+    ]
+
+
 def markdown(r: dict[str, Any]) -> str:
     s, rss, parity = r["startup"], r["peak_rss"], r["parity"]
     ort = r["best_ort_fp32"]
@@ -444,6 +459,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"| max abs error vs PyTorch, 8x128 | {parity['npdistil_vs_pytorch']:.1e} | — | "
         f"{parity[f'{ort}_vs_pytorch']:.1e} | |",
         "",
+        *_minilm_parity(r.get("minilm_parity")),
         "### Issue 12 targets",
         "",
         *_target_table(r["targets"]),

