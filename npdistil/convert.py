@@ -18,9 +18,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import layout, sentence, storage
+from . import layout, quantize, sentence, storage
 from .config import EncoderConfig
-from .errors import CheckpointError, IntegrityError
+from .errors import CheckpointError, InputError, IntegrityError
 from .model import Weights
 from .tokenizer import tokenizer_definition
 from .torch_zip import read_torch_zip
@@ -38,7 +38,8 @@ __all__ = [
 FORMAT = "npdistil"
 # 2: BERT, sentence-transformers modules. A version-1 reader would take a version-2 file of a
 # sentence-transformers model for a plain one and silently pool it wrongly: it must refuse it.
-FORMAT_VERSION = 2
+# 3: small weights (metadata "dtype"; int8 matrices with their ".scale", or float16).
+FORMAT_VERSION = 3
 # The weight files npdistil reads, in order of preference.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _SHARDED = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -79,14 +80,19 @@ def convert_folder(
     *,
     source: Mapping[str, str] | None = None,
     expected_sha256: str | None = None,
+    dtype: str = "float32",
 ) -> Path:
     """Convert a transformers DistilBERT or BERT folder (``config.json``, weights, tokenizer
     files; a sentence-transformers folder's modules too) into an npdistil file at ``output``;
     returns ``output``.
 
     ``source`` (repo, revision, commit) is recorded in the file. With ``expected_sha256``
-    (the Hub's LFS hash), weights whose sha256 differs are refused.
+    (the Hub's LFS hash), weights whose sha256 differs are refused. ``dtype="int8"`` or
+    ``"float16"`` writes a small-weights file (about 1/4 or 1/2 of the float32 size; see
+    ``quantize.py``), which ``load`` runs like any other.
     """
+    if dtype not in quantize.DTYPES:
+        raise InputError(f"dtype must be one of {quantize.DTYPES}, got {dtype!r}")
     folder, output = Path(folder), Path(output)
     config = EncoderConfig.from_json_file(folder / "config.json")
     weights_path = find_weights(folder)
@@ -109,6 +115,7 @@ def convert_folder(
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
+        "dtype": dtype,
         "config": json.dumps(config.to_dict(), sort_keys=True),
         "heads": json.dumps(heads),
         "source": json.dumps(info, sort_keys=True),
@@ -119,7 +126,7 @@ def convert_folder(
         spec, module_tensors = modules
         metadata["sentence_transformers"] = json.dumps(spec, sort_keys=True)
         tensors |= module_tensors
-    storage.write_atomic(output, tensors, metadata)
+    storage.write_atomic(output, quantize.compress(tensors, dtype), metadata)
     return output
 
 

@@ -30,7 +30,7 @@ from .model import (
     TokenClassificationHead,
     Weights,
 )
-from .numerics import LayerNorm, Linear
+from .numerics import Int8Array, LayerNorm, Linear, Matrix
 
 __all__ = ["HEAD_KINDS", "NAMES", "Heads", "from_hf_state_dict", "build_weights", "build_heads"]
 
@@ -376,8 +376,26 @@ class _Checked:
             )
         return array
 
+    def matrix(self, name: str, shape: tuple[int, int]) -> Matrix:
+        """A big matrix: float32, or stored small (int8 with ``<name>.scale``, or float16)."""
+        array = self.tensors.get(name)
+        if array is not None and array.dtype == np.float16 and tuple(array.shape) == shape:
+            return array
+        if array is not None and array.dtype == np.int8 and tuple(array.shape) == shape:
+            scale = self.tensors.get(f"{name}.scale")
+            channels = [(1, shape[1]), (shape[0], 1)]  # per column ([in, out]) or per row ([V, D])
+            if scale is None or scale.dtype != np.float32 or tuple(scale.shape) not in channels:
+                raise CheckpointError(
+                    f"{self.source}: int8 tensor {name!r} needs a float32 scale of shape "
+                    f"{channels[0]} or {channels[1]} ({name + '.scale'!r})"
+                )
+            return Int8Array(array, scale)
+        return self.get(name, shape)
+
     def linear(self, name: str, n_in: int, n_out: int) -> Linear:
-        return Linear(self.get(f"{name}.weight", (n_in, n_out)), self.get(f"{name}.bias", (n_out,)))
+        return Linear(
+            self.matrix(f"{name}.weight", (n_in, n_out)), self.get(f"{name}.bias", (n_out,))
+        )
 
     def norm(self, name: str, d: int) -> LayerNorm:
         return LayerNorm(self.get(f"{name}.weight", (d,)), self.get(f"{name}.bias", (d,)))
@@ -388,7 +406,7 @@ def build_weights(tensors: Mapping[str, np.ndarray], config: EncoderConfig, sour
     t = _Checked(tensors, source)
     d, f = config.dim, config.hidden_dim
     embeddings = Embeddings(
-        word=t.get("embeddings.word", (config.vocab_size, d)),
+        word=t.matrix("embeddings.word", (config.vocab_size, d)),
         position=t.get("embeddings.position", (config.max_position_embeddings, d)),
         norm=t.norm("embeddings.norm", d),
         token_type=(
@@ -427,9 +445,11 @@ def build_heads(
             heads[kind] = Pooler(t.linear("heads.pooler", d, d))
         elif kind == "masked_lm":
             if _UNTIED_PROJECTOR in tensors:
-                projector = t.get(_UNTIED_PROJECTOR, (config.vocab_size, d)).T  # [V, D] -> [D, V]
+                projector = t.matrix(
+                    _UNTIED_PROJECTOR, (config.vocab_size, d)
+                ).T  # [V, D] -> [D, V]
             else:
-                projector = t.get("embeddings.word", (config.vocab_size, d)).T  # tied
+                projector = t.matrix("embeddings.word", (config.vocab_size, d)).T  # tied
             heads[kind] = MaskedLMHead(
                 transform=t.linear("heads.mlm.transform", d, d),
                 norm=t.norm("heads.mlm.norm", d),

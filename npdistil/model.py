@@ -25,8 +25,18 @@ import numpy as np
 
 from . import kernels
 from .config import DistilBertConfig
-from .numerics import LayerNorm, Linear, Segments, attention, layer_norm, linear, relu
-from .storage import gather_rows
+from .numerics import (
+    LayerNorm,
+    Linear,
+    Matrix,
+    Segments,
+    attention,
+    embedding_rows,
+    layer_norm,
+    linear,
+    relu,
+    widened,
+)
 
 __all__ = [
     "Embeddings",
@@ -47,7 +57,7 @@ __all__ = [
 
 
 class Embeddings(NamedTuple):
-    word: np.ndarray  # [V, D]
+    word: Matrix  # [V, D] (stored small in int8 and float16 files)
     position: np.ndarray  # [P, D], learned or the fixed sinusoidal table
     norm: LayerNorm  # [D]
     token_type: np.ndarray | None = None  # [types, D], BERT's sentence A/B table; DistilBERT: None
@@ -108,7 +118,7 @@ def embed(
     emb: Embeddings,
     eps: float,
 ) -> np.ndarray:  # [n] ids, positions and types -> [n, D]
-    x = gather_rows(emb.word, ids)  # [n] -> [n, D]: emb.word[ids]
+    x = embedding_rows(emb.word, ids)  # [n] -> [n, D]: emb.word[ids], as float32
     added = emb.position[positions]  # [n] -> [n, D]
     if emb.token_type is not None:  # BERT: + the embedding of sentence A or B
         types = np.zeros_like(ids) if token_types is None else token_types
@@ -144,11 +154,16 @@ _FFN_ROWS = 512
 
 
 def feed_forward(h: np.ndarray, blk: Block, config: DistilBertConfig) -> np.ndarray:  # [n, D]
+    if len(h) <= _FFN_ROWS:
+        f = linear(h, blk.ffn_in, activation=config.activation)  # [n, D] -> [n, F]
+        return linear(f, blk.ffn_out)  # [n, F] -> [n, D]
     out = np.empty_like(h)
+    # A small-weights file's matrices are widened to float32 once here, not once per rows.
+    ffn_in, ffn_out = widened(blk.ffn_in), widened(blk.ffn_out)
     for i in range(0, len(h), _FFN_ROWS):
         rows = slice(i, i + _FFN_ROWS)
-        f = linear(h[rows], blk.ffn_in, activation=config.activation)  # [r, D] -> [r, F]
-        linear(f, blk.ffn_out, out=out[rows])  # [r, F] -> [r, D]
+        f = linear(h[rows], ffn_in, activation=config.activation)  # [r, D] -> [r, F]
+        linear(f, ffn_out, out=out[rows])  # [r, F] -> [r, D]
     return out
 
 

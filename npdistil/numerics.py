@@ -22,7 +22,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .storage import gather_rows
+
 __all__ = [
+    "Int8Array",
+    "Matrix",
+    "dense",
+    "embedding_rows",
+    "widened",
     "Linear",
     "LayerNorm",
     "Segments",
@@ -40,12 +47,62 @@ FLOAT = np.float32
 _CHUNK = 256 * 1024
 
 
+class Int8Array(NamedTuple):
+    """A float32 matrix stored small: int8 ``values`` times a float32 ``scale`` per output
+    channel ([in, out] weights: one per column; embedding tables [V, D]: one per row).
+    ``dense`` widens it back; files written with ``dtype="int8"`` hold these (quantize.py)."""
+
+    values: np.ndarray  # [rows, cols] int8
+    scale: np.ndarray  # [1, cols] or [rows, 1] float32, broadcast over values
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape)
+
+    @property
+    def T(self) -> Int8Array:  # noqa: N802  (as ndarray.T)
+        return Int8Array(self.values.T, self.scale.T)
+
+
+# A weight matrix: float32, or stored small (int8 with scales, or float16) and widened on use.
+Matrix = np.ndarray | Int8Array
+
+
+def dense(w: Matrix) -> np.ndarray:  # [rows, cols] -> float32 [rows, cols]
+    """A weight matrix as float32: itself, or widened from a small-weights file (a new array;
+    the forward pass widens one matrix at a time, so a whole float32 model never exists)."""
+    if isinstance(w, Int8Array):
+        out = w.values.astype(FLOAT)
+        out *= w.scale
+        return out
+    return w if w.dtype == FLOAT else w.astype(FLOAT)
+
+
+def embedding_rows(table: Matrix, ids: np.ndarray) -> np.ndarray:  # [V, D], [n] -> [n, D]
+    """``table[ids]`` in float32, whatever the table is stored as."""
+    if isinstance(table, Int8Array):
+        rows = gather_rows(table.values, ids).astype(FLOAT)
+        rows *= table.scale[ids] if table.scale.shape[0] > 1 else table.scale
+        return rows
+    rows = gather_rows(table, ids)
+    return rows if rows.dtype == FLOAT else rows.astype(FLOAT)
+
+
 class Linear(NamedTuple):
     """An affine map ``y = x @ weight + bias``, weight stored [in, out] (transposed once, at
     conversion, from PyTorch's [out, in])."""
 
-    weight: np.ndarray  # [in, out]
+    weight: Matrix  # [in, out]
     bias: np.ndarray  # [out]
+
+
+def widened(lin: Linear) -> Linear:
+    """``lin`` with a float32 weight (see ``dense``)."""
+    return (
+        lin
+        if isinstance(lin.weight, np.ndarray) and lin.weight.dtype == FLOAT
+        else (Linear(dense(lin.weight), lin.bias))
+    )
 
 
 class LayerNorm(NamedTuple):
@@ -74,7 +131,7 @@ def linear(
     """``x @ weight + bias``, then ``activation`` ("gelu" or "relu") if given, in one pass
     over the output; written into ``out`` (C-contiguous) when given. = ``reference.linear``,
     then ``reference.gelu`` / ``reference.relu``."""
-    y = np.matmul(x, lin.weight, out=out)
+    y = np.matmul(x, dense(lin.weight), out=out)
     for block in _row_blocks(y):
         block += lin.bias
         if activation == "gelu":

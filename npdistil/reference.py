@@ -31,6 +31,7 @@ from .config import DistilBertConfig
 from .errors import InputError
 from .model import Block, Embeddings, ModelOutput, Weights
 from .numerics import LayerNorm, Linear
+from .quantize import float32_weights
 
 __all__ = ["forward", "encoder", "embed", "block", "attention", "feed_forward"]
 __all__ += ["linear", "layer_norm", "gelu", "relu", "softmax", "split_heads", "merge_heads"]
@@ -210,6 +211,5 @@ def forward(
     ids = np.atleast_2d(np.asarray(input_ids))  # [T] or [B, T] -> [B, T]
     mask = np.ones_like(ids) if attention_mask is None else np.atleast_2d(attention_mask)
     types = None if token_type_ids is None else np.atleast_2d(token_type_ids)  # [B, T]
-    return encoder(
-        ids, mask, model.weights, model.config, token_type_ids=types, dtype=dtype, trace=trace
-    )
+    weights = float32_weights(model.weights)  # an int8 or float16 file: widened (quantize.py)
+    return encoder(ids, mask, weights, model.config, token_type_ids=types, dtype=dtype, trace=trace)

@@ -77,7 +77,7 @@ def test_converted_file_loads_by_path_and_reports_its_source(folder, tmp_path):
     assert model.source["file"] == "model.safetensors"
     assert model.source["sha256"] == convert.sha256_of(folder / "model.safetensors")
     meta = safetensors.safe_open(out, "np").metadata()
-    assert meta["format"] == "npdistil" and meta["format_version"] == "2"
+    assert meta["format"] == "npdistil" and meta["format_version"] == "3"
     assert json.loads(meta["config"])["dim"] == 20 and "tokenizer" in meta
 
 

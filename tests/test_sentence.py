@@ -376,10 +376,10 @@ def test_editing_a_module_file_reconverts_the_folder(tmp_path, parity):
 def test_an_older_format_file_in_the_cache_is_converted_again(tmp_path, monkeypatch):
     folder = _copy("st-distilbert-max", tmp_path)
     first = npdistil.load(folder)
-    monkeypatch.setattr("npdistil.loader.FORMAT_VERSION", 3)  # as if npdistil had moved on
-    monkeypatch.setattr("npdistil.convert.FORMAT_VERSION", 3)
+    monkeypatch.setattr("npdistil.loader.FORMAT_VERSION", 4)  # as if npdistil had moved on
+    monkeypatch.setattr("npdistil.convert.FORMAT_VERSION", 4)
     again = npdistil.load(folder)
-    assert again._file.format_version == 3 and again.path == first.path
+    assert again._file.format_version == 4 and again.path == first.path
 
 
 # ---- from the Hub (the stand-in Hub of tests/fakehub.py) ---------------------------------------

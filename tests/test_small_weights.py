@@ -1,0 +1,130 @@
+"""Small-weights files (int8, float16): what they store, that the forward pass runs them exactly
+as the weights they hold, and how close they stay to float32 (full-size and real weights)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import FIXTURES, tiny_reference
+
+import npdistil
+from npdistil import quantize, reference, storage
+from npdistil.errors import CheckpointError, InputError
+from npdistil.numerics import Int8Array
+
+TEXTS = tiny_reference()[0]["texts"][:4] + [
+    "Small machines get small weights.",
+    "An int8 file holds a quarter of the bytes.",
+]
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    return (a64 * b64).sum(1) / np.linalg.norm(a64, axis=1) / np.linalg.norm(b64, axis=1)
+
+
+@pytest.mark.parametrize(
+    "folder", ["tiny", "tiny-mlm", "tiny-bert", "st-distilbert-cls-dense-normalize"]
+)
+@pytest.mark.parametrize("dtype", ["int8", "float16"])
+def test_a_small_file_stores_its_big_matrices_small_and_loads_with_no_option(
+    folder, dtype, tmp_path
+):
+    src = FIXTURES / folder
+    if not src.is_dir():
+        pytest.skip(f"no fixture {folder}")
+    full = npdistil.convert_folder(src, tmp_path / "f32.safetensors")
+    small = npdistil.convert_folder(src, tmp_path / f"{dtype}.safetensors", dtype=dtype)
+    header = storage.read_header(small)
+    assert header.metadata["dtype"] == dtype
+    kinds = {name: info.dtype for name, info in header.tensors.items()}
+    big = quantize.compressed_names(kinds)
+    assert "embeddings.word" in big and any(n.endswith("ffn_in.weight") for n in big)
+    for name in big:
+        assert kinds[name] == {"int8": "I8", "float16": "F16"}[dtype], name
+        assert (f"{name}.scale" in kinds) == (dtype == "int8")
+    assert kinds["embeddings.norm.weight"] == "F32"  # everything else stays float32
+    model = npdistil.load(small)
+    assert isinstance(model.weights.embeddings.word, Int8Array if dtype == "int8" else np.ndarray)
+    got, want = model.encode(TEXTS), npdistil.load(full).encode(TEXTS)
+    worst = float(_cosines(got, want).min())
+    print(f"{folder} {dtype}: sentence cosine vs float32 >= {worst:.6f}")
+    assert worst > 0.99
+    if "mlm" in folder:  # the tied projector reads the small word table too
+        ids = model.tokenizer(TEXTS[:2]).input_ids
+        small_logits, logits = model.masked_lm(ids), npdistil.load(full).masked_lm(ids)
+        d = small_logits.shape[-1]
+        assert _cosines(small_logits.reshape(-1, d), logits.reshape(-1, d)).min() > 0.99
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float16"])
+def test_the_fast_path_runs_a_small_file_exactly_as_the_weights_it_holds(dtype, tmp_path, parity):
+    """The independent reference: the file's tensors widened here with NumPy (values x scale,
+    or float16 -> float32), run through reference.py in float64."""
+    path = npdistil.convert_folder(FIXTURES / "tiny", tmp_path / "m.safetensors", dtype=dtype)
+    model = npdistil.load(path)
+    tensors = storage.read_tensors(path)
+    widened = {
+        name: (a.astype(np.float64) * tensors[f"{name}.scale"] if a.dtype == np.int8 else a)
+        for name, a in tensors.items()
+        if not name.endswith(".scale")
+    }
+    assert widened["embeddings.word"].dtype == (np.float64 if dtype == "int8" else np.float16)
+    by_hand = npdistil.layout.build_weights(
+        {k: np.asarray(v, np.float32) for k, v in widened.items()}, model.config, "by hand"
+    )
+    batch = model.tokenizer(TEXTS)
+    fast = model(batch.input_ids, batch.attention_mask).last_hidden_state
+    textbook = reference.encoder(batch.input_ids, batch.attention_mask, by_hand, model.config)
+    mask = batch.attention_mask.astype(bool)
+    parity(f"{dtype} file: fast path vs its widened weights", fast[mask], textbook[0][mask])
+
+
+def test_int8_rounding_is_within_half_a_step_per_channel():
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((64, 48)) * rng.uniform(0.01, 3, 48)).astype(np.float32)
+    w[:, 7] = 0  # an all-zero channel
+    for axis in (0, 1):
+        values, scale = quantize.quantize_int8(w, axis)
+        assert values.dtype == np.int8 and np.abs(values).max() == 127
+        err = np.abs(values * scale - w)
+        assert np.all(err <= scale / 2 + 1e-7 * np.abs(w)), axis
+    assert np.all(quantize.quantize_int8(w, 1)[0][:, 7] == 0)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float16"])
+def test_full_size_small_files_size_and_agreement(full_size_folder, dtype, tmp_path):
+    full = npdistil.convert_folder(full_size_folder, tmp_path / "f32.safetensors")
+    small = npdistil.convert_folder(full_size_folder, tmp_path / "s.safetensors", dtype=dtype)
+    ratio = small.stat().st_size / full.stat().st_size
+    model, base = npdistil.load(small), npdistil.load(full)
+    texts = [f"{t} {i}" for i, t in enumerate(TEXTS * 3)]
+    worst = float(_cosines(model.encode(texts), base.encode(texts)).min())
+    print(f"full size {dtype}: file {ratio:.3f}x of float32, sentence cosine >= {worst:.7f}")
+    assert ratio <= {"int8": 0.27, "float16": 0.52}[dtype]
+    assert worst >= {"int8": 0.999, "float16": 0.99999}[dtype]
+
+
+def test_real_minilm_int8_agrees_with_float32(minilm_folder, tmp_path):
+    full = npdistil.convert_folder(minilm_folder, tmp_path / "f32.safetensors")
+    small = npdistil.convert_folder(minilm_folder, tmp_path / "i8.safetensors", dtype="int8")
+    texts = json.loads((FIXTURES / "minilm_reference.json").read_text())["texts"]
+    got, want = npdistil.load(small).encode(texts), npdistil.load(full).encode(texts)
+    worst = float(_cosines(got, want).min())
+    print(f"all-MiniLM-L6-v2 int8: {len(texts)} texts, sentence cosine vs float32 >= {worst:.5f}")
+    assert worst >= 0.995
+
+
+def test_bad_dtypes_and_bad_small_files_are_refused(tmp_path):
+    with pytest.raises(InputError, match="dtype must be one of"):
+        npdistil.convert_folder(FIXTURES / "tiny", tmp_path / "x.safetensors", dtype="int4")
+    path = npdistil.convert_folder(FIXTURES / "tiny", tmp_path / "i8.safetensors", dtype="int8")
+    header = storage.read_header(path)
+    tensors = dict(storage.read_tensors(path, header))
+    del tensors["blocks.1.ffn_in.weight.scale"]
+    broken = tmp_path / "broken.safetensors"
+    storage.write_atomic(broken, tensors, header.metadata)
+    with pytest.raises(CheckpointError, match="'blocks.1.ffn_in.weight' needs a float32 scale"):
+        npdistil.load(broken)
