@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +305,7 @@ class DistilBert:
         stride: int | None = None,
         word_pooling: E.WordPooling = "first",
         include_special_tokens: bool = False,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> Any:
         """Embed texts, as sentence-transformers' ``encode``, in input order. One text (a
         ``str``) gives one result (a 1-D vector), a list of texts a list (an [N, E] array).
@@ -332,7 +333,10 @@ class DistilBert:
         - ``convert_to_numpy=False`` gives a list of vectors; there is no torch, so
           ``convert_to_tensor=True`` and a ``device`` other than ``"cpu"`` are refused.
 
-        Texts are batched ``batch_size`` at a time, sorted by length.
+        Texts are batched ``batch_size`` at a time, sorted by length; ``show_progress_bar``
+        shows a bar per batch, and ``on_batch(done, total)``, if given, is called as each batch
+        finishes (pieces done so far and in all: a piece is a text, or one window of a long
+        text).
 
         >>> model = load("tests/fixtures/tiny")  # 20 wide; distilbert-base-cased gives 768
         >>> model.encode(["Hello world!", "Hi"]).shape
@@ -361,6 +365,7 @@ class DistilBert:
             stride=stride,
             word_pooling=word_pooling,
             include_special_tokens=include_special_tokens,
+            on_batch=on_batch,
         )
 
     def iter_encode(

@@ -164,10 +164,13 @@ def encode(
     convert_to_numpy: bool = True,
     convert_to_tensor: bool = False,
     device: str | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> Any:
     """Embed texts; see ``DistilBert.encode`` for the options. ``sentence`` is the model's
     sentence-transformers modules; ``max_seq_length``, when set, truncates texts there by
-    default, as sentence-transformers does."""
+    default, as sentence-transformers does. ``on_batch(done, total)`` is called as each batch
+    finishes, with the pieces (texts, or windows of long texts) done so far and in all: for a
+    progress display."""
     truncate_dim = truncate_dim if truncate_dim is not None else sentence.truncate_dim
     _check_options(
         output_value, pooling, long_text, word_pooling, precision, batch_size, truncate_dim
@@ -192,7 +195,16 @@ def encode(
     long_text = long_text or ("truncate" if max_seq_length is not None else "window")
     window = window or max_seq_length
     results, pieces_of = _hidden_states(
-        texts, tokenizer, run, long_text, window, stride, batch_size, show_progress_bar, quiet
+        texts,
+        tokenizer,
+        run,
+        long_text,
+        window,
+        stride,
+        batch_size,
+        show_progress_bar,
+        quiet,
+        on_batch,
     )
 
     out: Any
@@ -230,6 +242,7 @@ def _hidden_states(
     batch_size: int,
     progress: bool,
     quiet: bool,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[list[np.ndarray], list[Tokens]]:
     """Every text's last hidden states [specials + n, D] (in windows, or truncated), and its
     word pieces."""
@@ -243,7 +256,7 @@ def _hidden_states(
     pieces = [  # the content ids of every window of every text, text by text, in order
         t.ids[s : s + room] for t, (starts, _) in zip(pieces_of, plans, strict=True) for s in starts
     ]
-    vectors = iter(_run_pieces(pieces, tokenizer, run, batch_size, progress))
+    vectors = iter(_run_pieces(pieces, tokenizer, run, batch_size, progress, on_batch))
     results = []  # per text: [specials + tokens, D], pieces being grouped by text, in order
     for starts, owner in plans:
         windows = [(s, next(vectors)) for s in starts]
@@ -318,13 +331,19 @@ def _apply_long_text_policy(
 
 
 def _run_pieces(
-    pieces: list[np.ndarray], tok: Tokenizer, run: Encoder, batch_size: int, progress: bool
+    pieces: list[np.ndarray],
+    tok: Tokenizer,
+    run: Encoder,
+    batch_size: int,
+    progress: bool,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
     """Every piece's hidden states [specials + n, D], run ``batch_size`` at a time in order of
     length, so that each batch holds pieces of about the same length."""
     order = sorted(range(len(pieces)), key=lambda j: len(pieces[j]))
     out: list[np.ndarray] = [np.empty(0)] * len(pieces)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    done = 0
     if progress:
         from tqdm.auto import tqdm
 
@@ -333,6 +352,9 @@ def _run_pieces(
         sequences = [np.concatenate([tok.prefix_ids, pieces[j], tok.suffix_ids]) for j in batch]
         for j, hidden in zip(batch, run(sequences), strict=True):
             out[j] = hidden
+        done += len(batch)
+        if on_batch is not None:
+            on_batch(done, len(pieces))
     return out
 
 
