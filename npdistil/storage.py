@@ -17,10 +17,18 @@ import json
 import math
 import mmap
 import os
+import shutil
+import stat
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; temporary files are then judged by age alone
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -33,6 +41,10 @@ __all__ = [
     "read_tensors",
     "write_atomic",
     "replace_atomic",
+    "open_replacing",
+    "is_regular_target",
+    "remove_abandoned_temps",
+    "temp_state",
 ]
 
 # safetensors' own limit on the JSON header.
@@ -219,24 +231,190 @@ def _mapping_of(array: np.ndarray) -> tuple[mmap.mmap | None, np.ndarray]:
     return (owner if isinstance(owner, mmap.mmap) else None), root
 
 
-def replace_atomic(path: str | os.PathLike[str], write: Callable[[str], object]) -> None:
-    """Run ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
+# ---- writing files whole ----------------------------------------------------------------------
+#
+# A new file is written under a temporary name beside its destination (``.{name}.XXXX.tmp``, a
+# file or a folder) and renamed over it, so a reader sees the old file or the whole new one.
+# While it writes, the writer holds an exclusive flock on that temporary file or folder: a
+# cleanup (``remove_abandoned_temps``) only removes what it can lock, so it never pulls a file
+# from under a live writer, only what a crashed or killed process left (the kernel drops a dead
+# process's locks), and only once it is an hour old.
 
-    The rename is atomic: readers see the old file or the whole new one, never a part, and a
-    crash leaves at most a stray ``.tmp`` file, removed here on any error.
+TEMP_SUFFIX = ".tmp"
+# A temporary file untouched for this long, and locked by no one, was abandoned.
+ABANDONED_AFTER_S = 3600
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows (os.umask alone can
+    only be read by setting it, which races with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_temp(directory: str | os.PathLike[str] | None, name: str) -> tuple[int, str]:
+    """A new locked temporary file in ``directory`` (None: the system's temporary folder),
+    with the permissions an ordinary new file gets (mkstemp alone makes it 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMP_SUFFIX, dir=directory)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
+def is_regular_target(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is written by temporary name and rename: a regular file or a new name.
+
+    Anything else is written directly, in place: a pipe, a FIFO, a terminal, a device,
+    ``/dev/stdout`` (renaming over it would replace the device node or symlink), and any
+    symlink (which stays a symlink)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return True
+
+
+@contextlib.contextmanager
+def open_replacing(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary file to write the whole new content of ``path`` to.
+
+    A regular file (or a new name) is written under a temporary name beside it and renamed over
+    it when the block ends without an error; on an error the temporary file is removed and
+    ``path`` is left as it was. Any other target (see ``is_regular_target``) is written directly.
     """
     path = Path(path)
+    if not is_regular_target(path):
+        with open(path, "wb") as f:
+            yield f
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    fd, tmp = _new_temp(path.parent, path.name)
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
+        with os.fdopen(fd, "w+b", closefd=False) as f:
+            yield f
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)  # drops the lock, after the rename
+
+
+def replace_atomic(path: str | os.PathLike[str], write: Callable[[str], object]) -> None:
+    """Run ``write(tmp_path)``, then rename what it wrote over ``path``.
+
+    The rename is atomic: readers see the old file or the whole new one, never a part. The
+    temporary file lives in a locked temporary folder beside ``path`` (so that a writer that
+    itself writes through a temporary name, as the safetensors library does, leaves nothing
+    outside it); any error removes it, and after a crash ``remove_abandoned_temps`` does. A
+    target that is not a regular file (a FIFO, ``/dev/stdout``, a symlink) is not replaced:
+    the file is written in the system's temporary folder, then copied into it.
+    """
+    path = Path(path)
+    regular = is_regular_target(path)
+    if regular:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(
+        prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent if regular else None
+    )
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        tmp = os.path.join(folder, path.name)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # what a new file gets (the writer may have made 0600)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if regular:
+            os.replace(tmp, path)
+        else:
+            with open(tmp, "rb") as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)  # drops the lock
+
+
+def remove_abandoned_temps(
+    folder: str | os.PathLike[str], older_than_s: float = ABANDONED_AFTER_S
+) -> list[tuple[Path, int]]:
+    """Remove the temporary files (and folders) under ``folder`` that no live writer holds and
+    that were not touched for ``older_than_s`` seconds; returns (path, bytes) of each removed."""
+    removed = []
+    for tmp in sorted(Path(folder).rglob(f".*{TEMP_SUFFIX}")):
+        state, size = temp_state(tmp, older_than_s, remove=True)
+        if state == "removed":
+            removed.append((tmp, size))
+    return removed
+
+
+def temp_state(
+    tmp: Path, older_than_s: float = ABANDONED_AFTER_S, *, remove: bool = False
+) -> tuple[str, int]:
+    """What a temporary file or folder is, and its size: ``"in use"`` (a live writer holds its
+    lock), ``"recent"``, ``"abandoned"`` (``"removed"``, if ``remove`` asked), or ``"gone"``."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return "gone", 0
+    try:
+        st = os.fstat(fd)
+        size, newest = _size_and_mtime(tmp, st)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return "in use", size
+        if time.time() - newest < older_than_s:
+            return "recent", size
+        if not remove:
+            return "abandoned", size
+        # Remove it while holding its lock, and only if the name still is this file (a writer
+        # may have renamed it into place since it was opened here).
+        try:
+            same = os.stat(tmp, follow_symlinks=False).st_ino == st.st_ino
+        except OSError:
+            same = False
+        if not same:
+            return "gone", 0
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(tmp)
+        else:
+            os.unlink(tmp)
+        return "removed", size
+    finally:
+        os.close(fd)
+
+
+def _size_and_mtime(tmp: Path, st: os.stat_result) -> tuple[int, float]:
+    """Bytes held, and the last modification, of a temporary file or folder."""
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size, st.st_mtime
+    size, newest = 0, st.st_mtime
+    for f in tmp.rglob("*"):
+        try:
+            fst = f.lstat()
+        except OSError:
+            continue
+        newest = max(newest, fst.st_mtime)
+        size += fst.st_size if stat.S_ISREG(fst.st_mode) else 0
+    return size, newest
 
 
 def write_atomic(
