@@ -8,6 +8,7 @@ __all__ = [
     "CheckpointError",
     "UnsafeCheckpointError",
     "HubError",
+    "HubUnreachableError",
     "InputError",
     "InputTypeError",
     "TextTooLongError",
@@ -33,6 +34,10 @@ class UnsafeCheckpointError(CheckpointError):
 
 class HubError(NpdistilError, OSError):
     """A Hugging Face Hub repository, revision or file that could not be had."""
+
+
+class HubUnreachableError(HubError):
+    """The Hub can't be reached (no network, offline mode) and the files are not cached."""
 
 
 class InputError(NpdistilError, ValueError):

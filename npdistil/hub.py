@@ -11,18 +11,20 @@ twice.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
 from . import sentence
 from .convert import WEIGHT_FILES
-from .errors import HubError
+from .errors import HubError, HubUnreachableError
 
-__all__ = ["Snapshot", "download", "cached_commit", "evict", "is_repo_id"]
+__all__ = ["Snapshot", "download", "cached_commit", "evict", "is_repo_id", "unreachable"]
 
 log = logging.getLogger("npdistil")
 
@@ -83,9 +85,28 @@ def download(
     local_files_only: bool = False,
     force_download: bool = False,
 ) -> Snapshot:
-    """Fetch (or find in the cache) the files of a DistilBERT checkpoint on the Hub."""
+    """Fetch (or find in the cache) the files of a DistilBERT checkpoint on the Hub.
+
+    A Hub that can't be reached at all (see ``unreachable``) is not retried: the files come
+    from the cache, or a HubUnreachableError says how to work offline.
+    """
     import huggingface_hub
+    from huggingface_hub import constants
     from huggingface_hub import errors as hf_errors
+
+    offline = local_files_only or constants.HF_HUB_OFFLINE
+    if not offline and (why := unreachable(repo_id, revision, token)):
+        try:
+            if force_download:  # asked for what the Hub has now: the cache won't do
+                raise HubUnreachableError(why)
+            return download(repo_id, revision, cache_dir=cache_dir, local_files_only=True)
+        except HubUnreachableError:
+            raise HubUnreachableError(
+                f"{repo_id}@{revision} is not in the local cache and the Hugging Face Hub at "
+                f"{constants.ENDPOINT} can't be reached ({why}). To work offline: download the "
+                "model once while online, then use --offline (HF_HUB_OFFLINE=1); or pass a "
+                "local checkpoint folder"
+            ) from None
 
     def fetch(filename: str, rev: str, required: bool = True) -> Path | None:
         try:
@@ -101,10 +122,14 @@ def download(
                 )
             )
         except hf_errors.LocalEntryNotFoundError:  # before EntryNotFoundError: a subclass
-            raise HubError(
-                f"{repo_id}@{revision}: {filename} is not in the local cache and the Hub can't "
-                "be reached (offline mode, HF_HUB_OFFLINE=1, or no network); download it once "
-                "while online, or pass a local folder"
+            why = (
+                "offline mode is on (--offline, HF_HUB_OFFLINE=1 or local_files_only)"
+                if offline
+                else "the Hub can't be reached"
+            )
+            raise HubUnreachableError(
+                f"{repo_id}@{revision}: {filename} is not in the local cache and {why}; "
+                "download the model once while online, or pass a local checkpoint folder"
             ) from None
         except hf_errors.EntryNotFoundError:
             if required:
@@ -179,3 +204,49 @@ def evict(snapshot: Snapshot) -> None:
             link.unlink(missing_ok=True)
             if target != link:
                 target.unlink(missing_ok=True)
+
+
+# ---- is the Hub there at all? -------------------------------------------------------------------
+
+
+def unreachable(repo_id: str, revision: str, token: str | bool | None = None) -> str | None:
+    """Why the Hub can't be reached at all, or None: one HEAD request, not retried.
+
+    huggingface_hub retries every network error for ~23 s (1, 2, 4, 8, 8 s apart) before it
+    gives up. That is right for a Hub that answers 5xx or drops a connection, and wasted when
+    no connection can be made: a host name that does not resolve, a refused connection, no
+    route, a connect timeout. Those fail here at once; anything else (an answer of any status,
+    a dropped connection) counts as reachable and is left to huggingface_hub and its retries.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    url = huggingface_hub.hf_hub_url(repo_id, "config.json", revision=revision)
+    try:
+        huggingface_hub.get_hf_file_metadata(
+            url, token=token, timeout=constants.HF_HUB_ETAG_TIMEOUT
+        )
+    except Exception as exc:
+        return _connection_failure(exc)
+    return None
+
+
+_NO_ROUTE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+
+
+def _connection_failure(exc: BaseException | None) -> str | None:
+    """What kept a connection from being made, from the chain of causes of an HTTP client's
+    error (httpx and requests both keep the socket error there), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, socket.gaierror):
+            return f"can't resolve its host name: {exc.strerror or exc}"
+        if isinstance(exc, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(exc, OSError) and exc.errno in _NO_ROUTE:
+            return f"no route: {exc.strerror or exc}"
+        if type(exc).__name__ == "ConnectTimeout":
+            return "connection timed out"
+        exc = exc.__cause__ or exc.__context__
+    return None
