@@ -91,14 +91,24 @@ def test_folder_is_converted_once_then_memory_mapped(folder, tmp_path):
     assert not word.flags.writeable and not word.flags.owndata  # a view of the mapping
 
 
-def test_changed_folder_is_converted_again(folder):
+def test_changed_folder_is_converted_again_replacing_the_stale_copy(folder, tmp_path):
     first = npdistil.load(folder)
+    inode = first.path.stat().st_ino
     sd = _state_dict(folder)
     sd["embeddings.LayerNorm.bias"] = sd["embeddings.LayerNorm.bias"] + 1
     _rewrite(folder, sd)
     os.utime(folder / "model.safetensors", ns=(1, 1))
     second = npdistil.load(folder)
-    assert second.path != first.path
+    # The same name, a new file: the stale copy is replaced, not kept beside the new one.
+    assert second.path == first.path and second.path.stat().st_ino != inode
+    assert _leftovers(tmp_path / "npdistil-cache") == [first.path.name]
+    assert _max_err(first) <= 1e-4  # the old mapping still reads the old weights
+    assert _max_err(second) > 0.1  # the new copy has the changed bias
+    inode = second.path.stat().st_ino
+    (folder / "model.safetensors").touch()  # a touch alone: converted again, still one copy
+    third = npdistil.load(folder)
+    assert third.path == first.path and third.path.stat().st_ino != inode
+    assert _leftovers(tmp_path / "npdistil-cache") == [first.path.name]
 
 
 def test_vocab_txt_only_tokenizer_equals_tokenizer_json(folder):
