@@ -1,49 +1,113 @@
-"""The ``npdistil`` command: embed texts, convert checkpoints, describe converted files."""
+"""The ``npdistil`` command: embed texts, convert checkpoints, describe them, tidy the cache.
+
+It behaves as a Unix filter: ``--input -`` reads stdin, ``--output -`` writes JSON Lines to
+stdout as results arrive, a closed pipe (``| head``) ends it quietly, and every error is one
+line on stderr. Exit status: 0 done; 1 an error while running (input, model, Hub, disk);
+2 a command line that can't be run as given (unknown, invalid or conflicting options);
+130 interrupted; a reader that closed the pipe ends it by SIGPIPE, as it ends other Unix tools
+(status 141 in a shell).
+"""
 
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
+import itertools
 import json
 import logging
+import os
+import re
+import signal
 import sys
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple, NoReturn
 
 import numpy as np
 
 from . import __version__, inside
 from .api import DistilBert, load
 from .encode import TokenEmbeddings, WordEmbeddings
-from .errors import InputError, NpdistilError
+from .errors import InputError, InputTypeError, NpdistilError
 from .loader import DEFAULT_MODEL
-from .output import open_writer
 from .sentence import Dense, Pooling
 
 __all__ = ["main"]
+
+log = logging.getLogger("npdistil")
 
 _OUTPUT_VALUES = {
     "sentence": "sentence_embedding",
     "token": "tokens",
     "word": "word_embeddings",
 }
+_INPUT_SUFFIXES = {".txt": "txt", ".text": "txt", "": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_OUTPUT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".npy": "npy", ".npz": "npz"}
+_ERRORS = ("strict", "replace", "ignore", "backslashreplace")
+_SIGPIPE_STATUS = 128 + 13
+
+
+class UsageError(Exception):
+    """A command line that can't be run as given (exit status 2)."""
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _encoding(text: str) -> str:
+    try:
+        codecs.lookup(text)
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown encoding {text!r}") from None
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="npdistil", description="DistilBERT and BERT inference in pure NumPy."
-    )
+    p = _Parser(prog="npdistil", description="DistilBERT and BERT inference in pure NumPy.")
     p.add_argument("--version", action="version", version=f"npdistil {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    hub = _Parser(add_help=False)
+    hub.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
+    hub.add_argument(
+        "--offline",
+        action="store_true",
+        help="use only what is cached; make no network request (sets HF_HUB_OFFLINE=1)",
+    )
 
-    e = sub.add_parser("embed", help="embed texts (arguments, or --input FILE)")
+    e = sub.add_parser("embed", parents=[hub], help="embed texts (arguments, or --input FILE)")
     e.add_argument("texts", nargs="*", help="texts to embed")
     e.add_argument(
         "--model",
         default=DEFAULT_MODEL,
         help="Hub id, local checkpoint folder or npdistil file (default: %(default)s)",
     )
-    e.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
     e.add_argument("--output-value", choices=list(_OUTPUT_VALUES), default="sentence")
     e.add_argument(
         "--pooling",
@@ -55,8 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--word-pooling",
         choices=["first", "mean", "max"],
-        default="first",
-        help="how a word's pieces make its vector (default: %(default)s)",
+        help="word output: how a word's pieces make its vector (default: first)",
     )
     e.add_argument("--normalize", action="store_true", help="L2-normalise sentence embeddings")
     e.add_argument(
@@ -70,41 +133,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--window",
-        type=int,
-        help="tokens per window (default: the model's max_seq_length, or its 512 positions)",
+        type=_positive,
+        help="tokens per window (default: the model's max_seq_length, or its positions)",
     )
-    e.add_argument("--stride", type=int, help="tokens shared by neighbouring windows")
-    e.add_argument("--batch-size", type=int, default=32)
     e.add_argument(
-        "--input", type=Path, help="a .txt file (one text per line) or .jsonl file (see --field)"
+        "--stride", type=_count, help="tokens shared by neighbouring windows (--long-text window)"
     )
-    e.add_argument("--field", default="text", help="the text field of .jsonl input")
+    e.add_argument("--batch-size", type=_positive, default=32, help="(default: %(default)s)")
     e.add_argument(
-        "--id-field", default="id", help="the id field of .jsonl input (default: the line number)"
+        "--input",
+        help="a .txt file (one text per line) or .jsonl file (see --field); - for stdin",
     )
-    e.add_argument("--output", type=Path, help="write to a .npy, .npz or .jsonl file")
     e.add_argument(
-        "--format",
-        choices=["npy", "npz", "jsonl"],
-        help="output format (default: from the --output suffix)",
+        "--input-format", choices=["txt", "jsonl"], help="default: from the --input suffix"
+    )
+    e.add_argument("--field", help="the text field of .jsonl input (default: text)")
+    e.add_argument(
+        "--id-field", help="the id field of .jsonl input (default: id, else the line number)"
+    )
+    e.add_argument("--encoding", type=_encoding, help="of --input (default: utf-8)")
+    e.add_argument(
+        "--errors",
+        choices=_ERRORS,
+        help="bytes --input can't decode: strict (an error, the default), replace, ...",
+    )
+    e.add_argument("--output", help="write to a .jsonl, .npy or .npz file; - for stdout (jsonl)")
+    e.add_argument(
+        "--format", choices=["jsonl", "npy", "npz"], help="default: from the --output suffix"
     )
     e.add_argument(
         "--chunk-size",
-        type=int,
+        type=_positive,
         default=4096,
-        help="texts held in memory at once when streaming (default: %(default)s)",
+        help="texts held in memory at once (default: %(default)s)",
     )
     e.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bar (default: when writing a file from a terminal)",
+        help="progress bar on stderr (default: when writing a file from a terminal)",
     )
 
-    c = sub.add_parser("convert", help="convert a checkpoint into an npdistil file")
-    c.add_argument("source", help="Hub id or local checkpoint folder")
+    c = sub.add_parser("convert", parents=[hub], help="convert a checkpoint into an npdistil file")
+    c.add_argument("source", help="Hub id, local checkpoint folder (or npdistil file: a copy)")
     c.add_argument("output", type=Path, help="the npdistil .safetensors file to write")
-    c.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
 
     d = sub.add_parser(
         "doctor", help="what npdistil runs on: NumPy, BLAS, its kernel and threads, measured"
@@ -113,56 +185,135 @@ def _parser() -> argparse.ArgumentParser:
         "--no-measure", action="store_true", help="skip the two-second matrix-product measurement"
     )
 
-    i = sub.add_parser("info", help="describe a model: config, size, source, tensors")
+    i = sub.add_parser("info", parents=[hub], help="describe a model: config, size, source")
     i.add_argument("source", help="npdistil file, Hub id or local checkpoint folder")
-    i.add_argument("--revision")
     i.add_argument(
         "--tensors", action="store_true", help="print the weight tree with shapes instead"
     )
-    _inside_parsers(sub)
+    _inside_parsers(sub, hub)
+
+    k = sub.add_parser("cache", help="npdistil's cache of converted files ($NPDISTIL_CACHE)")
+    ks = k.add_subparsers(dest="action", required=True)
+    ks.add_parser("list", help="every file, its size, source and state")
+    prune = ks.add_parser("prune", help="remove stale, orphan and abandoned files")
+    prune.add_argument("--dry-run", action="store_true", help="only say what would go")
+    ks.add_parser("clear", help="remove every converted file")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit status. Called without ``argv`` (as the installed
+    ``npdistil`` program), a closed stdout pipe ends the process by SIGPIPE."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="npdistil: %(message)s", stream=sys.stderr)
+    # Only npdistil's own logger: the root logger would print huggingface_hub's messages again.
+    handler, propagate = _StderrHandler(), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
     try:
-        if args.command == "embed":
-            return _embed(args)
-        if args.command == "convert":
-            return _convert(args)
-        if args.command == "doctor":
-            from .system import report
-
-            print(report(measure=not args.no_measure))
-            return 0
-        if args.command in _INSIDE:
-            return _INSIDE[args.command](args)
-        return _info(args)
+        with warnings.catch_warnings(), _offline(getattr(args, "offline", False)):
+            warnings.showwarning = _show_warning
+            status = _COMMANDS[args.command](args)
+            sys.stdout.flush()
+            return status
+    except UsageError as exc:
+        print(f"npdistil {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return _reader_went_away(kill=argv is None)
     except (NpdistilError, OSError) as exc:
         print(f"npdistil: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"npdistil: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    print(f"npdistil: warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _offline(on: bool) -> Iterator[None]:
+    """``--offline``: HF_HUB_OFFLINE=1 for this run (huggingface_hub reads it at import; if it
+    was imported already, its constant is set too), put back as it was afterwards."""
+    if not on:
+        yield
+        return
+    before = os.environ.get("HF_HUB_OFFLINE")
+    constants: Any = sys.modules.get("huggingface_hub.constants")
+    constant = getattr(constants, "HF_HUB_OFFLINE", None)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = constant
+
+
+def _reader_went_away(kill: bool) -> int:
+    """stdout's reader closed the pipe (``| head``): stop quietly. As the Python docs advise,
+    stdout is pointed at devnull so that the final flush can't fail again; then the process
+    ends by SIGPIPE, as a C program's would."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    if kill and hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    return _SIGPIPE_STATUS
+
+
+def _no_revision_for_local(args: argparse.Namespace, source: str) -> None:
+    if args.revision and Path(source).expanduser().exists():
+        raise UsageError(f"--revision is for Hub ids; {source} is a local file or folder")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+# ---- convert, info, doctor, cache ---------------------------------------------------------------
 
 
 def _convert(args: argparse.Namespace) -> int:
-    import shutil
+    from .loader import export
 
-    from .storage import replace_atomic
-
-    model = load(args.source, revision=args.revision)
-    replace_atomic(args.output, lambda tmp: shutil.copyfile(model.path, tmp))
-    print(f"wrote {args.output} ({model.path.stat().st_size / 1e6:.1f} MB)")
+    _no_revision_for_local(args, args.source)
+    out = export(args.source, args.output, revision=args.revision, local_files_only=args.offline)
+    print(f"wrote {out} ({_mb(out.stat().st_size)})", file=sys.stderr)
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    model = load(args.source, revision=args.revision)
+    from .storage import read_header
+
+    _no_revision_for_local(args, args.source)
+    model = load(args.source, revision=args.revision, local_files_only=args.offline)
     if args.tensors:
         print(inside.weight_tree(model))
         return 0
     f = model._file
+    # Every tensor of the file, once (a projector tied to the word embeddings is not stored).
+    shapes = {name: info.shape for name, info in read_header(f.path).tensors.items()}
+    heads = sum(int(np.prod(s)) for name, s in shapes.items() if name.startswith("heads."))
     print(
         json.dumps(
             {
@@ -170,7 +321,8 @@ def _info(args: argparse.Namespace) -> int:
                 "size_mb": round(f.size_bytes / 1e6, 1),
                 "dtype": "float32",
                 "tensors": f.n_tensors,
-                "parameters": int(sum(np.prod(a.shape) for a in _arrays(f.weights))),
+                "parameters": sum(int(np.prod(s)) for s in shapes.values()),
+                "head_parameters": heads,
                 "task_heads": list(model.task_heads),
                 "tokenizer": model._tokenizer is not None,
                 "source": f.source,
@@ -207,106 +359,331 @@ def _describe(model: DistilBert) -> dict[str, Any]:
     }
 
 
-def _arrays(tree: Any) -> Iterator[np.ndarray]:
-    if isinstance(tree, np.ndarray):
-        yield tree
-    elif isinstance(tree, tuple):
-        for item in tree:
-            yield from _arrays(item)
+def _doctor(args: argparse.Namespace) -> int:
+    from .system import report
 
-
-# ---- embed ---------------------------------------------------------------------------------------
-
-
-def _read_texts(path: Path, field: str, id_field: str) -> Iterator[tuple[Any, str]]:
-    """(id, text) pairs of a .txt (one text per line) or .jsonl file, streamed."""
-    jsonl = path.suffix == ".jsonl"
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f):
-            if not jsonl:
-                yield n, line.rstrip("\r\n")
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{n + 1}: not valid JSON ({exc})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(field), str):
-                raise InputError(f"{path}:{n + 1}: no string field {field!r}")
-            yield record.get(id_field, n), record[field]
-
-
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-
-
-def _embed(args: argparse.Namespace) -> int:
-    if bool(args.texts) == bool(args.input):
-        raise InputError("give texts as arguments or --input FILE (one of the two)")
-    options = {
-        "batch_size": args.batch_size,
-        "output_value": _OUTPUT_VALUES[args.output_value],
-        "pooling": args.pooling,
-        "prompt": args.prompt,
-        "prompt_name": args.prompt_name,
-        "normalize_embeddings": args.normalize,
-        "long_text": args.long_text,
-        "window": args.window,
-        "stride": args.stride,
-        "word_pooling": args.word_pooling,
-        "include_special_tokens": args.include_special_tokens,
-    }
-    model = load(args.model, revision=args.revision)
-    if args.output is None:
-        texts = args.texts or [t for _, t in _read_texts(args.input, args.field, args.id_field)]
-        _print_results(texts, model.encode(texts, **options), args.output_value)
-        return 0
-
-    fmt = args.format or args.output.suffix.lstrip(".")
-    records = (
-        _read_texts(args.input, args.field, args.id_field) if args.input else enumerate(args.texts)
-    )
-    total = _count_lines(args.input) if args.input else len(args.texts)
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    with open_writer(args.output, fmt, args.output_value) as writer:
-        bar = _progress(total, progress)
-        for ids, texts, results in _chunks(model, records, args.chunk_size, options):
-            writer.write(ids, texts, results)
-            bar.update(len(texts))
-        bar.close()
-        n = writer.count
-    print(f"wrote {n} {args.output_value} embedding(s) to {args.output}", file=sys.stderr)
+    print(report(measure=not args.no_measure))
     return 0
 
 
-def _chunks(
-    model: DistilBert, records: Any, chunk_size: int, options: dict[str, Any]
-) -> Iterator[tuple[list[Any], list[str], Any]]:
-    import itertools
+def _cache(args: argparse.Namespace) -> int:
+    from . import cache
+    from .loader import cache_root
 
-    records = iter(records)
-    while chunk := list(itertools.islice(records, chunk_size)):
-        ids = [i for i, _ in chunk]
-        texts = [t for _, t in chunk]
-        yield ids, texts, model.encode(texts, **options)
+    root = cache_root()
+    if args.action == "list":
+        entries = cache.entries(root)
+        print(f"npdistil cache: {root}")
+        for e in entries:
+            why = f" ({e.why})" if e.why else ""
+            print(f"{_mb(e.size):>10}  {e.state:<9}  {e.source}{why}  {e.path.relative_to(root)}")
+        spare = sum(e.size for e in entries if e.state in cache._PRUNED)
+        print(
+            f"{_mb(sum(e.size for e in entries)):>10}  in {len(entries)} file(s); "
+            f"{_mb(spare)} can go with `npdistil cache prune`"
+        )
+        return 0
+    gone = cache.prune(root, dry_run=args.dry_run) if args.action == "prune" else cache.clear(root)
+    verb = "would remove" if getattr(args, "dry_run", False) else "removed"
+    for e in gone:
+        print(f"{verb} {e.path.relative_to(root)} ({_mb(e.size)}, {e.state}: {e.why or e.source})")
+    print(f"{verb} {len(gone)} file(s), {_mb(sum(e.size for e in gone))}")
+    return 0
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="text", desc="npdistil", disable=not enabled)
+# ---- embed: reading texts -----------------------------------------------------------------------
 
 
-def _print_results(texts: list[str], results: Any, kind: str) -> None:
+class _Text(NamedTuple):
+    id: Any  # the line number (1-based), a .jsonl record's id field, or the argument's position
+    where: str  # for messages: "file:line" or "argument N"
+    text: str
+
+
+class _Input:
+    """The texts of a run, streamed: from the arguments, a file, or stdin."""
+
+    def __init__(self, args: argparse.Namespace, fmt: str) -> None:
+        self.args, self.fmt, self.blank = args, fmt, 0
+        self.total: int | None = len(args.texts) if args.texts else None
+        self.file: BinaryIO | None = None
+        if args.input == "-":
+            self.name, self.file = "<stdin>", sys.stdin.buffer
+        elif args.input is not None:
+            self.name = args.input
+            try:
+                self.file = open(args.input, "rb")  # noqa: SIM115 (closed by close)
+            except OSError as exc:
+                raise InputError(f"{args.input}: can't read ({exc.strerror})") from None
+
+    def close(self) -> None:
+        if self.file is not None and self.file is not sys.stdin.buffer:
+            self.file.close()
+
+    def count(self) -> None:
+        """Count the texts of a regular file beforehand (for the progress bar's total)."""
+        if self.file is None or not Path(self.name).is_file():
+            return
+        with open(self.name, "rb") as f:
+            lines = _decoded_lines(f, self.name, self.args.encoding or "utf-8", "replace")
+            self.total = sum(1 for _, line in lines if line.strip())
+
+    def __iter__(self) -> Iterator[_Text]:
+        if self.file is None:
+            for n, text in enumerate(self.args.texts, start=1):
+                yield _Text(n, f"argument {n}", text)
+            return
+        encoding, errors = self.args.encoding or "utf-8", self.args.errors or "strict"
+        field, id_field = self.args.field or "text", self.args.id_field or "id"
+        for n, line in _decoded_lines(self.file, self.name, encoding, errors):
+            where = f"{self.name}:{n}"
+            if not line.strip():  # one rule for both formats: blank lines are skipped
+                self.blank += 1
+                continue
+            if self.fmt == "txt":
+                yield _Text(n, where, line)
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise InputError(f"{where}: not valid JSON ({exc})") from None
+            if not isinstance(record, dict) or not isinstance(record.get(field), str):
+                raise InputError(f"{where}: no string field {field!r}")
+            yield _Text(record.get(id_field, n), where, record[field])
+
+
+def _decoded_lines(f: BinaryIO, name: str, encoding: str, errors: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its end) of a binary file, decoded as it is read.
+
+    Decoding is incremental, so any encoding works (UTF-16 too), and a byte that can't be
+    decoded is an InputError naming the file and line. A UTF-8 byte order mark is dropped.
+    """
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    decoder = codecs.getincrementaldecoder("utf-8-sig" if utf8 else encoding)(errors)
+    n, pending = 1, ""
+    for raw in itertools.chain(f, [None]):
+        try:
+            pending += decoder.decode(b"", final=True) if raw is None else decoder.decode(raw)
+        except UnicodeDecodeError as exc:
+            bad = exc.object[exc.start : exc.end].hex(" ")
+            raise InputError(
+                f"{name}:{n}: not valid {encoding} (bytes {bad}: "
+                f"{exc.reason}); give its encoding with --encoding, or --errors replace"
+            ) from None
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            yield n, line.removesuffix("\r")
+            n += 1
+    if pending:
+        yield n, pending.removesuffix("\r")
+
+
+# ---- embed: checking the command line -----------------------------------------------------------
+
+
+def _input_format(args: argparse.Namespace) -> str:
+    if args.input_format or args.input == "-":
+        return args.input_format or "txt"
+    suffix = Path(args.input).suffix.lower()
+    if suffix not in _INPUT_SUFFIXES:
+        raise UsageError(
+            f"{args.input}: npdistil reads .txt (one text per line) and .jsonl files, not "
+            f"{suffix}; convert it to one of them, or pass --input-format txt or jsonl"
+        )
+    return _INPUT_SUFFIXES[suffix]
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return str(args.format)
+    if args.output == "-":
+        return "jsonl"
+    suffix = Path(args.output).suffix.lower()
+    if suffix in _OUTPUT_SUFFIXES:
+        return _OUTPUT_SUFFIXES[suffix]
+    from .storage import is_regular_target
+
+    if not is_regular_target(args.output):  # a pipe, /dev/stdout: text, as `-` is
+        return "jsonl"
+    raise UsageError(
+        f"{args.output}: can't tell the format from {suffix or 'no suffix'}; "
+        "name it .jsonl, .npy or .npz, or pass --format"
+    )
+
+
+def _check_embed(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """Refuse options that would be ignored; the input and output formats."""
+    if bool(args.texts) == (args.input is not None):
+        raise UsageError("give texts as arguments or --input FILE (- for stdin), one of the two")
+    kind = args.output_value
+    for flag, given, wanted in (
+        ("--pooling", args.pooling, "sentence"),
+        ("--prompt", args.prompt, "sentence"),
+        ("--prompt-name", args.prompt_name, "sentence"),
+        ("--normalize", args.normalize, "sentence"),
+        ("--word-pooling", args.word_pooling, "word"),
+        ("--include-special-tokens", args.include_special_tokens, "token"),
+    ):
+        if given and kind != wanted:
+            raise UsageError(f"{flag} applies to --output-value {wanted}, not {kind}")
+    if args.stride is not None and args.long_text not in (None, "window"):
+        raise UsageError(f"--stride applies to --long-text window, not {args.long_text}")
+    _no_revision_for_local(args, args.model)
+    in_fmt = _input_format(args) if args.input is not None else None
+    for flag, given in (
+        ("--input-format", args.input_format),
+        ("--encoding", args.encoding),
+        ("--errors", args.errors),
+    ):
+        if given and args.input is None:
+            raise UsageError(f"{flag} applies to --input")
+    for flag, given in (("--field", args.field), ("--id-field", args.id_field)):
+        if given and in_fmt != "jsonl":
+            raise UsageError(f"{flag} applies to .jsonl input")
+    if args.format and args.output is None:
+        raise UsageError("--format applies to --output")
+    out_fmt = _output_format(args) if args.output is not None else None
+    if out_fmt == "npy" and kind != "sentence":
+        raise UsageError(f"npy output holds sentence embeddings only; use npz or jsonl for {kind}")
+    if out_fmt in ("npy", "npz") and args.output == "-" and sys.stdout.isatty():
+        raise UsageError(f"{out_fmt} is binary: not written to a terminal")
+    return in_fmt, out_fmt
+
+
+# ---- embed --------------------------------------------------------------------------------------
+
+
+def _embed(args: argparse.Namespace) -> int:
+    in_fmt, out_fmt = _check_embed(args)
+    kind = args.output_value
+    options: dict[str, Any] = {
+        "batch_size": args.batch_size,
+        "output_value": _OUTPUT_VALUES[kind],
+        "long_text": args.long_text,
+        "window": args.window,
+        "stride": args.stride,
+    }
+    if kind == "sentence":  # the model's own pooling, prompt and modules unless given
+        options |= {
+            "pooling": args.pooling,
+            "prompt": args.prompt,
+            "prompt_name": args.prompt_name,
+            "normalize_embeddings": args.normalize,
+        }
+    elif kind == "word":
+        options["word_pooling"] = args.word_pooling or "first"
+    else:
+        options["include_special_tokens"] = args.include_special_tokens
+    texts = _Input(args, in_fmt or "txt")  # opened first: a missing file fails at once
+    try:
+        model = load(args.model, revision=args.revision, local_files_only=args.offline)
+        if args.stride is not None and args.long_text is None and model._max_seq_length:
+            raise UsageError(
+                "--stride applies to --long-text window; this sentence-transformers model "
+                "truncates at its max_seq_length unless given --long-text window"
+            )
+        to_file = args.output not in (None, "-")
+        progress = args.progress if args.progress is not None else to_file and _tty(sys.stderr)
+        if progress:
+            texts.count()
+        with _Progress(texts.total, progress) as bar:
+            chunks = _embed_chunks(model, texts, args.chunk_size, options, bar)
+            if args.output is None:
+                for chunk, results in chunks:
+                    _print_results(chunk, results, kind)
+                return 0
+            from .output import open_writer
+
+            target: Path | BinaryIO = Path(args.output) if to_file else sys.stdout.buffer
+            assert out_fmt is not None
+            dim = model.get_sentence_embedding_dimension() if kind == "sentence" else None
+            with open_writer(target, out_fmt, kind, dim or model.config.dim) as writer:
+                for chunk, results in chunks:
+                    writer.write([t.id for t in chunk], results)
+        if to_file:
+            blank = f" (skipped {texts.blank} blank line(s))" if texts.blank else ""
+            print(
+                f"wrote {writer.count} {kind} embedding(s) to {args.output}{blank}", file=sys.stderr
+            )
+    finally:
+        texts.close()
+    return 0
+
+
+def _tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _embed_chunks(
+    model: DistilBert, texts: _Input, chunk_size: int, options: dict[str, Any], bar: _Progress
+) -> Iterator[tuple[list[_Text], Any]]:
+    """Each ``chunk_size`` texts with their results, in order; messages about a text name its
+    file and line (or argument) instead of its index in the chunk."""
+    stream = iter(texts)
+    while chunk := list(itertools.islice(stream, chunk_size)):
+        wheres = [t.where for t in chunk]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                results = model.encode(
+                    [t.text for t in chunk], **options, on_batch=bar.batch_done(len(chunk))
+                )
+            except (InputError, InputTypeError) as exc:
+                raise type(exc)(_locate(str(exc), wheres)) from None
+        for w in caught:
+            print(f"npdistil: warning: {_locate(str(w.message), wheres)}", file=sys.stderr)
+        bar.chunk_done(len(chunk))
+        yield chunk, results
+
+
+def _locate(message: str, wheres: list[str]) -> str:
+    """``text 3`` (an index into the chunk) -> ``corpus.txt:17`` (where that text came from)."""
+
+    def name(m: re.Match[str]) -> str:
+        i = int(m[1])
+        return wheres[i] if i < len(wheres) else m[0]
+
+    return re.sub(r"\btext (\d+)\b", name, message)
+
+
+class _Progress:
+    """A bar counting texts, moved as each batch finishes (a chunk holds many batches)."""
+
+    def __init__(self, total: int | None, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="text", desc="npdistil", disable=not enabled)
+        self.start = 0  # texts of the chunks done
+
+    def batch_done(self, n_texts: int) -> Callable[[int, int], None]:
+        def update(done: int, total: int) -> None:  # pieces of this chunk done, and in all
+            self.bar.update(self.start + n_texts * done // total - self.bar.n)
+
+        return update
+
+    def chunk_done(self, n_texts: int) -> None:
+        self.start += n_texts
+        self.bar.update(self.start - self.bar.n)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def _print_results(chunk: list[_Text], results: Any, kind: str) -> None:
     np.set_printoptions(precision=4, suppress=True, linewidth=100)
-    for i, text in enumerate(texts):
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        print(f"[{i}] {shown!r}")
+    for t, r in zip(chunk, results, strict=True):
+        shown = t.text if len(t.text) <= 60 else t.text[:57] + "..."
+        print(f"[{t.id}] {shown!r}")
         if kind == "sentence":
-            v = results[i]
-            print(f"    {_vector(v)}  ({v.shape[0]} dims, norm {np.linalg.norm(v):.4f})")
+            print(f"    {_vector(r)}  ({r.shape[0]} dims, norm {np.linalg.norm(r):.4f})")
             continue
-        r: TokenEmbeddings | WordEmbeddings = results[i]
+        assert isinstance(r, (TokenEmbeddings, WordEmbeddings))
         names = r.tokens if isinstance(r, TokenEmbeddings) else r.words
         for name, (a, b), v in zip(names, r.offsets.tolist(), r.vectors, strict=True):
             print(f"    {name!r:>16} {a:>5}:{b:<5} {_vector(v)}")
@@ -320,38 +697,43 @@ def _vector(v: np.ndarray) -> str:
 # ---- looking inside: trace, attention ------------------------------------------------------------
 
 
-def _inside_parsers(sub: Any) -> None:
+def _inside_parsers(sub: Any, hub: argparse.ArgumentParser) -> None:
     t = sub.add_parser(
-        "trace", help="run one text through the textbook forward pass, printing every stage"
+        "trace",
+        parents=[hub],
+        help="run one text through the textbook forward pass, printing every stage",
     )
     t.add_argument("text", help="the text to trace")
-    _model_options(t)
+    _model_option(t)
 
-    a = sub.add_parser("attention", help="show one text's attention probabilities")
+    a = sub.add_parser("attention", parents=[hub], help="show one text's attention probabilities")
     a.add_argument("text", help="the text to look at")
-    _model_options(a)
-    a.add_argument("--layer", type=int, default=0, help="layer, from 0 (default: %(default)s)")
-    a.add_argument("--head", type=int, help="one head, from 0 (default: every head of the layer)")
+    _model_option(a)
+    a.add_argument("--layer", type=_count, default=0, help="layer, from 0 (default: %(default)s)")
+    a.add_argument(
+        "--head", type=_count, help="one head, from 0 (default: every head of the layer)"
+    )
     a.add_argument("--png", type=Path, help="also draw the heads as a PNG (needs matplotlib)")
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
+def _model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
         help="Hub id, local checkpoint folder or npdistil file (default: %(default)s)",
     )
-    parser.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
 
 
 def _trace(args: argparse.Namespace) -> int:
-    model = load(args.model, revision=args.revision)
+    _no_revision_for_local(args, args.model)
+    model = load(args.model, revision=args.revision, local_files_only=args.offline)
     print(inside.format_trace(inside.trace(model, args.text)))
     return 0
 
 
 def _attention(args: argparse.Namespace) -> int:
-    model = load(args.model, revision=args.revision)
+    _no_revision_for_local(args, args.model)
+    model = load(args.model, revision=args.revision, local_files_only=args.offline)
     c = model.config
     if not 0 <= args.layer < c.n_layers:
         raise InputError(f"--layer {args.layer}: the model has layers 0..{c.n_layers - 1}")
@@ -372,7 +754,15 @@ def _attention(args: argparse.Namespace) -> int:
     return 0
 
 
-_INSIDE = {"trace": _trace, "attention": _attention}
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "embed": _embed,
+    "convert": _convert,
+    "info": _info,
+    "doctor": _doctor,
+    "cache": _cache,
+    "trace": _trace,
+    "attention": _attention,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -263,7 +263,7 @@ def test_cli_bad_input_leaves_no_output(tmp_path, capsys):
 def test_cli_prints_a_few_texts(capsys):
     assert main(["embed", "--model", str(FIXTURES / "tiny"), "Hello world!", "The"]) == 0
     out = capsys.readouterr().out
-    assert "[0] 'Hello world!'" in out and "(20 dims" in out
+    assert "[1] 'Hello world!'" in out and "[2] 'The'" in out and "(20 dims" in out
 
 
 def _peak_bytes(tmp_path: Path, n: int) -> int:
