@@ -96,16 +96,16 @@ def download(
 
     offline = local_files_only or constants.HF_HUB_OFFLINE
     if not offline and (why := unreachable(repo_id, revision, token)):
+        where = f"the Hugging Face Hub at {constants.ENDPOINT} can't be reached ({why})"
+        if force_download:  # asked for what the Hub has now: the cache won't do
+            raise HubUnreachableError(f"{repo_id}@{revision}: can't download it again: {where}")
         try:
-            if force_download:  # asked for what the Hub has now: the cache won't do
-                raise HubUnreachableError(why)
             return download(repo_id, revision, cache_dir=cache_dir, local_files_only=True)
         except HubUnreachableError:
             raise HubUnreachableError(
-                f"{repo_id}@{revision} is not in the local cache and the Hugging Face Hub at "
-                f"{constants.ENDPOINT} can't be reached ({why}). To work offline: download the "
-                "model once while online, then use --offline (HF_HUB_OFFLINE=1); or pass a "
-                "local checkpoint folder"
+                f"{repo_id}@{revision} is not in the local cache and {where}. To work offline: "
+                "download the model once while online, then use --offline (HF_HUB_OFFLINE=1); "
+                "or pass a local checkpoint folder"
             ) from None
 
     def fetch(filename: str, rev: str, required: bool = True) -> Path | None:
