@@ -36,6 +36,7 @@ TEXTS = META["texts"]
 
 def run(*args: str | Path, stdin: bytes | None = None, **kw) -> subprocess.CompletedProcess:
     """The real `npdistil` program; stdout and stderr captured as bytes."""
+    assert NPDISTIL.is_file(), f"no {NPDISTIL}: install the package (pip install -e .) first"
     return subprocess.run(
         [str(NPDISTIL), *map(str, args)], input=stdin, capture_output=True, timeout=600, **kw
     )
