@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import hub, storage
+from .convert import FORMAT_VERSION
 from .errors import CheckpointError
 from .loader import cache_root, folder_fingerprint, local_entry
 
@@ -73,10 +74,17 @@ def _describe(root: Path, path: Path) -> Entry:
         if meta.get("format") != "npdistil":
             raise CheckpointError("not an npdistil file")
         source = json.loads(meta.get("source", "{}"))
+        version = int(meta.get("format_version", "0"))
     except (CheckpointError, ValueError) as exc:
         return Entry(path, size, UNUSABLE, "?", str(exc))
+    name = (
+        f"{source['repo']}@{str(source.get('commit', '?'))[:12]}"
+        if "repo" in source
+        else str(source.get("folder", "?"))
+    )
+    if version < FORMAT_VERSION:  # loading converts it again (into the same name)
+        return Entry(path, size, STALE, name, f"written in npdistil's older format {version}")
     if "repo" in source:
-        name = f"{source['repo']}@{str(source.get('commit', '?'))[:12]}"
         why = _superseded(source)
         return Entry(path, size, STALE if why else CURRENT, name, why)
     folder = Path(source.get("folder", ""))

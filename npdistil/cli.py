@@ -709,10 +709,8 @@ def _inside_parsers(sub: Any, hub: argparse.ArgumentParser) -> None:
     a = sub.add_parser("attention", parents=[hub], help="show one text's attention probabilities")
     a.add_argument("text", help="the text to look at")
     _model_option(a)
-    a.add_argument("--layer", type=_count, default=0, help="layer, from 0 (default: %(default)s)")
-    a.add_argument(
-        "--head", type=_count, help="one head, from 0 (default: every head of the layer)"
-    )
+    a.add_argument("--layer", type=int, default=0, help="layer, from 0 (default: %(default)s)")
+    a.add_argument("--head", type=int, help="one head, from 0 (default: every head of the layer)")
     a.add_argument("--png", type=Path, help="also draw the heads as a PNG (needs matplotlib)")
 
 

@@ -213,6 +213,7 @@ def test_a_window_the_model_cannot_take_is_a_one_line_error(tmp_path):
     ("options", "needle"),
     [
         (["--pooling", "cls", "--output-value", "word"], "--pooling applies to"),
+        (["--prompt", "query: ", "--output-value", "token"], "--prompt applies to"),
         (["--normalize", "--output-value", "token"], "--normalize applies to"),
         (["--word-pooling", "mean"], "--word-pooling applies to"),
         (["--include-special-tokens"], "--include-special-tokens applies to"),
@@ -354,6 +355,25 @@ def test_empty_input_writes_zero_texts_of_the_model_width(tmp_path, fmt):
         assert z["embeddings"].shape == (0, 20) and z["ids"].shape == (0,)
     else:
         assert out.read_bytes() == b""
+
+
+def test_a_dense_module_sets_the_width_of_sentence_output_even_when_empty(tmp_path):
+    st = FIXTURES / "st-distilbert-cls-dense-normalize"
+    width = json.loads((st / "2_Dense" / "config.json").read_text())["out_features"]
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "two.txt").write_text("Hello world!\nThe\n")
+    for name, rows in (("empty", 0), ("two", 2)):
+        out = tmp_path / f"{name}.npy"
+        p = run("embed", "--model", st, "--input", tmp_path / f"{name}.txt", "--output", out)
+        assert p.returncode == 0, p.stderr
+        assert np.load(out).shape == (rows, width)
+
+
+def test_stride_is_refused_where_the_model_truncates_instead_of_windowing():
+    st = FIXTURES / "st-distilbert-cls-dense-normalize"  # truncates at its max_seq_length
+    one_line_error(run("embed", "--model", st, "--stride", "2", "Hi"), 2, "--stride applies")
+    p = run("embed", "--model", st, "--stride", "2", "--long-text", "window", "Hi")
+    assert p.returncode == 0, p.stderr
 
 
 def test_bad_input_midway_leaves_no_output_file(tmp_path):
@@ -527,6 +547,11 @@ def test_cache_list_prune_and_clear(tmp_path, monkeypatch):
                          repo="org/m", commit="a" * 40)  # fmt: skip
     new = _npdistil_file(cache / "hub" / "org--m" / f"{'b' * 40}.safetensors", TINY,
                          repo="org/m", commit="b" * 40)  # fmt: skip
+    older = cache / "hub" / "org--old" / f"{'c' * 40}.safetensors"  # an older npdistil's file
+    _npdistil_file(older, TINY, repo="org/old", commit="c" * 40)
+    metadata = safetensors.safe_open(older, "np").metadata()
+    tensors = safetensors.numpy.load_file(older)
+    safetensors.numpy.save_file(tensors, older, metadata={**metadata, "format_version": "1"})
     (cache / "notes.txt").write_text("not npdistil's")
 
     listed = run("cache", "list").stdout.decode()
@@ -534,6 +559,7 @@ def test_cache_list_prune_and_clear(tmp_path, monkeypatch):
     states = {line.split()[-1]: line.split()[2] for line in listed.splitlines()[1:-1]}
     assert states == {
         f"hub/org--m/{'a' * 40}.safetensors": "stale",
+        f"hub/org--old/{'c' * 40}.safetensors": "stale",
         f"hub/org--m/{'b' * 40}.safetensors": "current",
         str(npdistil.loader.local_entry(cache, TINY).relative_to(cache)): "current",
         str(npdistil.loader.local_entry(cache, changed).relative_to(cache)): "stale",
@@ -543,10 +569,10 @@ def test_cache_list_prune_and_clear(tmp_path, monkeypatch):
     }
     assert f"{old.stat().st_size / 1e6:.1f} MB" in listed or "kB" in listed
     before = sorted(p for p in cache.rglob("*") if p.is_file())
-    assert "would remove 5 file(s)" in run("cache", "prune", "--dry-run").stdout.decode()
+    assert "would remove 6 file(s)" in run("cache", "prune", "--dry-run").stdout.decode()
     assert sorted(p for p in cache.rglob("*") if p.is_file()) == before
     p = run("cache", "prune")
-    assert p.returncode == 0 and "removed 5 file(s)" in p.stdout.decode(), p.stdout
+    assert p.returncode == 0 and "removed 6 file(s)" in p.stdout.decode(), p.stdout
     left = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file())
     assert left == sorted(
         [

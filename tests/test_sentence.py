@@ -366,11 +366,14 @@ def test_a_cross_encoder_is_refused(tmp_path):
 def test_editing_a_module_file_reconverts_the_folder(tmp_path, parity):
     folder = _copy("st-distilbert-max", tmp_path)
     first = npdistil.load(folder)
+    inode = first.path.stat().st_ino
     config = json.loads((folder / "1_Pooling" / "config.json").read_text())
     config |= {"pooling_mode_max_tokens": False, "pooling_mode_cls_token": True}
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(config))
     second = npdistil.load(folder)
-    assert second.path != first.path and second.sentence_modules.pooling.modes == ("cls",)
+    # Converted again into the same name: the stale copy is replaced, not kept beside it.
+    assert second.path == first.path and second.path.stat().st_ino != inode
+    assert second.sentence_modules.pooling.modes == ("cls",)
 
 
 def test_an_older_format_file_in_the_cache_is_converted_again(tmp_path, monkeypatch):
