@@ -311,7 +311,8 @@ def _info(args: argparse.Namespace) -> int:
         print(inside.weight_tree(model))
         return 0
     f = model._file
-    # Every tensor of the file, once (a projector tied to the word embeddings is not stored).
+    # Every tensor of the file, once (a projector tied to the word embeddings is not stored);
+    # "heads." holds the task heads and BERT's pooler, beyond the encoder.
     shapes = {name: info.shape for name, info in read_header(f.path).tensors.items()}
     heads = sum(int(np.prod(s)) for name, s in shapes.items() if name.startswith("heads."))
     print(

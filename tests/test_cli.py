@@ -600,16 +600,24 @@ def test_convert_writes_the_output_once_without_a_cache_copy(tmp_path, fake_hub)
     assert not cache.exists() or not [p for p in cache.rglob("*") if p.is_file()]
 
 
-@pytest.mark.parametrize("folder", ["tiny", "tiny-mlm", "tiny-seqcls", "tiny-qa", "tiny-tokcls"])
+_ENCODER = ("embeddings.", "encoder.", "transformer.")  # the base model's own tensors
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["tiny", "tiny-mlm", "tiny-seqcls", "tiny-qa", "tiny-tokcls", "tiny-bert", "tiny-bert-seqcls"],
+)
 def test_info_counts_every_parameter_heads_included(folder):
     p = run("info", FIXTURES / folder)
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)
-    # What transformers saved: every parameter once (a tied projector is not saved twice).
+    # What transformers saved: every parameter once (a tied projector is not saved twice), not
+    # buffers (BERT's position_ids); beyond the encoder: task heads and BERT's pooler.
     saved = safetensors.numpy.load_file(FIXTURES / folder / "model.safetensors")
-    total = sum(a.size for a in saved.values())
-    heads = sum(a.size for k, a in saved.items() if not k.startswith("distilbert."))
-    heads = heads if any(k.startswith("distilbert.") for k in saved) else 0
+    params = {k.removeprefix("distilbert.").removeprefix("bert."): a for k, a in saved.items()}
+    params = {k: a for k, a in params.items() if not k.endswith("position_ids")}
+    total = sum(a.size for a in params.values())
+    heads = sum(a.size for k, a in params.items() if not k.startswith(_ENCODER))
     print(f"{folder}: {info['parameters']} parameters ({info['head_parameters']} in heads)")
     assert (info["parameters"], info["head_parameters"]) == (total, heads)
 
