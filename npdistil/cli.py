@@ -313,7 +313,9 @@ def _info(args: argparse.Namespace) -> int:
     f = model._file
     # Every tensor of the file, once (a projector tied to the word embeddings is not stored);
     # "heads." holds the task heads and BERT's pooler, beyond the encoder.
-    shapes = {name: info.shape for name, info in read_header(f.path).tensors.items()}
+    # The scales of a small-weights file's int8 matrices are not parameters.
+    tensors = read_header(f.path).tensors
+    shapes = {name: i.shape for name, i in tensors.items() if not name.endswith(".scale")}
     heads = sum(int(np.prod(s)) for name, s in shapes.items() if name.startswith("heads."))
     print(
         json.dumps(

@@ -622,6 +622,18 @@ def test_info_counts_every_parameter_heads_included(folder):
     assert (info["parameters"], info["head_parameters"]) == (total, heads)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "float16"])
+def test_info_counts_the_same_parameters_in_a_small_weights_file(tmp_path, dtype):
+    small = npdistil.convert_folder(FIXTURES / "tiny-mlm", tmp_path / "s.safetensors", dtype=dtype)
+    full, p = json.loads(run("info", FIXTURES / "tiny-mlm").stdout), run("info", small)
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert (info["parameters"], info["head_parameters"]) == (
+        full["parameters"],
+        full["head_parameters"],
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "what"),
     [
