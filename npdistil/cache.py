@@ -18,12 +18,12 @@ from .convert import FORMAT_VERSION
 from .errors import CheckpointError
 from .loader import cache_root, folder_fingerprint, local_entry
 
-__all__ = ["Entry", "entries", "prune", "clear"]
+__all__ = ["PRUNABLE", "Entry", "entries", "prune", "clear"]
 
 # States of an entry, and whether `prune` removes it.
 CURRENT, STALE, ORPHAN, UNUSABLE = "current", "stale", "orphan", "unusable"
 IN_USE, RECENT, ABANDONED = "in use", "writing", "abandoned"
-_PRUNED = {STALE, ORPHAN, UNUSABLE, ABANDONED}
+PRUNABLE = {STALE, ORPHAN, UNUSABLE, ABANDONED}
 
 
 class Entry(NamedTuple):
@@ -52,7 +52,7 @@ def prune(root: Path | None = None, *, dry_run: bool = False) -> list[Entry]:
     """Remove stale, orphan and unusable converted files and abandoned temporary files; returns
     what was (with ``dry_run``: would be) removed."""
     root = cache_root() if root is None else root
-    gone = [e for e in entries(root) if e.state in _PRUNED]
+    gone = [e for e in entries(root) if e.state in PRUNABLE]
     if not dry_run:
         gone = [e for e in gone if _remove(e)]
         _remove_empty_folders(root)

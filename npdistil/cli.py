@@ -380,7 +380,7 @@ def _cache(args: argparse.Namespace) -> int:
         for e in entries:
             why = f" ({e.why})" if e.why else ""
             print(f"{_mb(e.size):>10}  {e.state:<9}  {e.source}{why}  {e.path.relative_to(root)}")
-        spare = sum(e.size for e in entries if e.state in cache._PRUNED)
+        spare = sum(e.size for e in entries if e.state in cache.PRUNABLE)
         print(
             f"{_mb(sum(e.size for e in entries)):>10}  in {len(entries)} file(s); "
             f"{_mb(spare)} can go with `npdistil cache prune`"
