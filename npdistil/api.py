@@ -98,6 +98,12 @@ class DistilBert:
         return self._file.path
 
     @property
+    def dtype(self) -> str:
+        """How the file stores its big matrices: "float32", or "float16" / "int8" for a
+        small-weights file (computation is float32 either way)."""
+        return self._file.dtype
+
+    @property
     def source(self) -> dict[str, Any]:
         """Where the weights came from: repo, revision, commit, file and its sha256."""
         return dict(self._file.source)

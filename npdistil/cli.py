@@ -177,6 +177,12 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", parents=[hub], help="convert a checkpoint into an npdistil file")
     c.add_argument("source", help="Hub id, local checkpoint folder (or npdistil file: a copy)")
     c.add_argument("output", type=Path, help="the npdistil .safetensors file to write")
+    c.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "int8"],
+        help="store the big matrices as float16 (1/2 the size) or int8 (1/4): small weights for "
+        "small machines (default: float32 from a checkpoint, as they are from an npdistil file)",
+    )
 
     d = sub.add_parser(
         "doctor", help="what npdistil runs on: NumPy, BLAS, its kernel and threads, measured"
@@ -297,7 +303,13 @@ def _convert(args: argparse.Namespace) -> int:
     from .loader import export
 
     _no_revision_for_local(args, args.source)
-    out = export(args.source, args.output, revision=args.revision, local_files_only=args.offline)
+    out = export(
+        args.source,
+        args.output,
+        revision=args.revision,
+        local_files_only=args.offline,
+        dtype=args.dtype,
+    )
     print(f"wrote {out} ({_mb(out.stat().st_size)})", file=sys.stderr)
     return 0
 
@@ -322,7 +334,7 @@ def _info(args: argparse.Namespace) -> int:
             {
                 "path": str(f.path),
                 "size_mb": round(f.size_bytes / 1e6, 1),
-                "dtype": "float32",
+                "dtype": f.dtype,
                 "tensors": f.n_tensors,
                 "parameters": sum(int(np.prod(s)) for s in shapes.values()),
                 "head_parameters": heads,

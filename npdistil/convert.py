@@ -156,6 +156,7 @@ class ConvertedFile(NamedTuple):
     n_tensors: int
     sentence: sentence.SentenceModel | None = None  # a sentence-transformers model's modules
     format_version: int = FORMAT_VERSION
+    dtype: str = "float32"  # how the big matrices are stored: "float32", "float16" or "int8"
 
 
 def open_converted(path: str | os.PathLike[str]) -> ConvertedFile:
@@ -200,4 +201,25 @@ def open_converted(path: str | os.PathLike[str]) -> ConvertedFile:
         n_tensors=len(tensors),
         sentence=modules,
         format_version=version,
+        dtype=meta.get("dtype", "float32"),
     )
+
+
+def recompress(path: str | os.PathLike[str], output: str | os.PathLike[str], dtype: str) -> Path:
+    """Write the npdistil file ``path`` to ``output`` with its big matrices stored as
+    ``dtype``: a float32 file can become any dtype; a small file only a copy of itself (its
+    rounding cannot be undone)."""
+    path, output = Path(path), Path(output)
+    if dtype not in quantize.DTYPES:
+        raise InputError(f"dtype must be one of {quantize.DTYPES}, got {dtype!r}")
+    header = storage.read_header(path)
+    have = header.metadata.get("dtype", "float32")
+    if have != "float32" and have != dtype:
+        raise InputError(
+            f"{path}: its matrices are {have} already; convert the original checkpoint (a folder "
+            f"or Hub id) to get {dtype}"
+        )
+    metadata = {**header.metadata, "dtype": dtype, "format_version": str(FORMAT_VERSION)}
+    tensors = storage.read_tensors(path, header)
+    storage.write_atomic(output, quantize.compress(tensors, dtype), metadata)
+    return output

@@ -178,6 +178,7 @@ class _Helper:
             task, self._task = self._task, None
             assert task is not None
             task()
+            del task  # don't keep the pass's closure (and its arrays) alive while parked
             _park(self)
 
 

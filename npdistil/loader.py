@@ -17,7 +17,14 @@ import os
 from pathlib import Path
 
 from . import hub, sentence, storage
-from .convert import FORMAT_VERSION, WEIGHT_FILES, ConvertedFile, convert_folder, open_converted
+from .convert import (
+    FORMAT_VERSION,
+    WEIGHT_FILES,
+    ConvertedFile,
+    convert_folder,
+    open_converted,
+    recompress,
+)
 from .errors import CheckpointError, HubError, HubUnreachableError, IntegrityError
 
 __all__ = ["cache_root", "resolve", "export", "local_entry", "folder_fingerprint"]
@@ -186,10 +193,12 @@ def hub_entry(root: Path, repo_id: str, commit: str) -> Path:
     return root / "hub" / repo_id.replace("/", "--") / f"{commit}.safetensors"
 
 
-def _convert_snapshot(snap: hub.Snapshot, out: Path) -> None:
+def _convert_snapshot(snap: hub.Snapshot, out: Path, dtype: str = "float32") -> None:
     source = {"repo": snap.repo_id, "revision": snap.revision, "commit": snap.commit}
     try:
-        convert_folder(snap.folder, out, source=source, expected_sha256=snap.weights_sha256)
+        convert_folder(
+            snap.folder, out, source=source, expected_sha256=snap.weights_sha256, dtype=dtype
+        )
     except IntegrityError as exc:
         hub.evict(snap)  # so that the next attempt downloads it again
         where = f"{snap.repo_id}@{snap.revision}"
@@ -208,32 +217,40 @@ def export(
     hf_cache_dir: str | os.PathLike[str] | None = None,
     token: str | bool | None = None,
     local_files_only: bool = False,
+    dtype: str | None = None,
 ) -> Path:
-    """Write the npdistil file of ``source`` to ``output`` (what ``npdistil convert`` does).
+    """Write the npdistil file of ``source`` to ``output`` (what ``npdistil convert`` does),
+    its big matrices stored as ``dtype`` ("float32", "float16" or "int8"; see quantize.py;
+    default: float32 from a checkpoint, as they are from an npdistil file).
 
     A local folder or a Hub download is converted straight into ``output``, written once; a
-    model already converted in the cache, or an npdistil file, is copied. Returns ``output``.
+    model already converted in the cache, or an npdistil file, is copied (or re-stored as
+    ``dtype``). Returns ``output``.
     """
     import shutil
 
-    output = Path(output)
+    out = Path(output)
+
+    def copy(converted: Path) -> Path:
+        if dtype is None or dtype == open_converted(converted).dtype:
+            storage.replace_atomic(out, lambda tmp: shutil.copyfile(converted, tmp))
+            return out
+        return recompress(converted, out, dtype)
+
     path = Path(source).expanduser()
     if path.is_file():
         _open_file(path)  # an npdistil file, checked
-        storage.replace_atomic(output, lambda tmp: shutil.copyfile(path, tmp))
-        return output
+        return copy(path)
     if path.is_dir():
         folder = path.resolve()
-        convert_folder(folder, output, source={"folder": str(folder)})
-        return output
+        convert_folder(folder, out, source={"folder": str(folder)}, dtype=dtype or "float32")
+        return out
     repo_id, revision = _repo_id(source), revision or "main"
     root = Path(cache_dir).expanduser() if cache_dir else cache_root()
     commit = hub.cached_commit(repo_id, revision, hf_cache_dir)
     if commit and hub_entry(root, repo_id, commit).is_file():
         try:
-            cached = _current(open_converted(hub_entry(root, repo_id, commit))).path
-            storage.replace_atomic(output, lambda tmp: shutil.copyfile(cached, tmp))
-            return output
+            return copy(_current(open_converted(hub_entry(root, repo_id, commit))).path)
         except CheckpointError:
             pass  # unusable: convert afresh
     try:
@@ -246,5 +263,5 @@ def export(
         )
     except HubUnreachableError as exc:
         raise HubUnreachableError(f"no local folder {repo_id!r}, and {exc}") from None
-    _convert_snapshot(snap, output)
-    return output
+    _convert_snapshot(snap, out, dtype or "float32")
+    return out

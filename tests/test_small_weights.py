@@ -4,6 +4,9 @@ as the weights they hold, and how close they stay to float32 (full-size and real
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +131,30 @@ def test_bad_dtypes_and_bad_small_files_are_refused(tmp_path):
     storage.write_atomic(broken, tensors, header.metadata)
     with pytest.raises(CheckpointError, match="'blocks.1.ffn_in.weight' needs a float32 scale"):
         npdistil.load(broken)
+
+
+def test_npdistil_convert_dtype_from_a_folder_and_from_a_float32_file(tmp_path):
+    script = str(Path(sys.executable).parent / "npdistil")
+
+    def convert(*args: object) -> subprocess.CompletedProcess:
+        return subprocess.run([script, "convert", *map(str, args)], capture_output=True, text=True)
+
+    p = convert(FIXTURES / "tiny", tmp_path / "i8.safetensors", "--dtype", "int8")
+    assert p.returncode == 0, p.stderr
+    assert convert(FIXTURES / "tiny", tmp_path / "f32.safetensors").returncode == 0
+    p = convert(tmp_path / "f32.safetensors", tmp_path / "f16.safetensors", "--dtype", "float16")
+    assert p.returncode == 0, p.stderr
+    p = convert(tmp_path / "i8.safetensors", tmp_path / "copy.safetensors")  # a copy, as it is
+    assert p.returncode == 0, p.stderr
+    for name, dtype in [("i8", "int8"), ("f32", "float32"), ("f16", "float16"), ("copy", "int8")]:
+        info = json.loads(
+            subprocess.run(
+                [script, "info", tmp_path / f"{name}.safetensors"], capture_output=True, text=True
+            ).stdout
+        )
+        assert (
+            info["dtype"] == dtype
+            and npdistil.load(tmp_path / f"{name}.safetensors").dtype == dtype
+        )
+    p = convert(tmp_path / "i8.safetensors", tmp_path / "back.safetensors", "--dtype", "float32")
+    assert p.returncode == 1 and "int8 already" in p.stderr  # rounding can't be undone
