@@ -150,7 +150,7 @@ def self_attention(
 
 # The feed-forward runs this many rows at a time, so its [n, F] activation never exists whole
 # (row by row, the same as reference.feed_forward on all of them).
-_FFN_ROWS = 512
+_FFN_ROWS = 768
 
 
 def feed_forward(h: np.ndarray, blk: Block, config: DistilBertConfig) -> np.ndarray:  # [n, D]
