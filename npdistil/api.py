@@ -83,6 +83,12 @@ class DistilBert:
             else None
         )
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """A model pickles as a reference to its converted file, which unpickling opens again
+        (a memory map, on the same machine or a path every machine sees): a few hundred bytes,
+        never the weights, however the model is shipped (pickle, cloudpickle, Spark, joblib)."""
+        return load, (str(self.path),)
+
     def __repr__(self) -> str:
         c = self.config
         heads = ", ".join(self.task_heads) or "none"

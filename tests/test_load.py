@@ -382,3 +382,24 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing.safetensors")]) == 1
     assert "npdistil: error:" in capsys.readouterr().err
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# ---- pickling -----------------------------------------------------------------------------------
+
+
+def test_a_model_pickles_as_a_reference_to_its_file_not_its_weights(full_size_folder, tmp_path):
+    import pickle
+
+    model = npdistil.load(full_size_folder, cache_dir=tmp_path)
+    data = pickle.dumps(model)
+    size = model.path.stat().st_size
+    print(f"pickled model: {len(data)} bytes; its converted file: {size / 1e6:.0f} MB")
+    assert len(data) < 1_000 and size > 250e6
+    again = pickle.loads(data)
+    assert again.path == model.path and again.config == model.config
+    text = ["Pickled and opened again."]
+    np.testing.assert_array_equal(again.encode(text), model.encode(text))
+    moved = tmp_path / "moved.safetensors"
+    model.path.rename(moved)
+    with pytest.raises(CheckpointError, match=str(model.path)):
+        pickle.loads(data)  # a reference: the file must be there on the other side
