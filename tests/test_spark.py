@@ -1,0 +1,355 @@
+"""npdistil.spark: DistilBertEmbeddings on a local[2] Spark session, against model.encode.
+
+One session serves the whole module. Its Python workers start through tests/spark_worker_log.py,
+which writes every model a worker opens to a file: that is how the tests see which file the
+workers opened, and how often.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import sys
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FIXTURES, TESTS, tiny_reference
+
+pytest.importorskip("pyspark", reason="pyspark is not installed (pip install -e '.[spark]')")
+pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install -e '.[spark]')")
+_JAVA = os.environ.get("JAVA_HOME", "") and Path(os.environ["JAVA_HOME"], "bin", "java").exists()
+if not (_JAVA or shutil.which("java")):
+    pytest.skip("Spark needs Java 17 or 21, and none is installed", allow_module_level=True)
+
+from pyspark.ml import Pipeline, PipelineModel  # noqa: E402
+from pyspark.sql import SparkSession  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+from pyspark.sql.types import ArrayType, FloatType  # noqa: E402
+
+import npdistil  # noqa: E402
+from npdistil.spark import ANNOTATION, DistilBertEmbeddings  # noqa: E402
+
+TEXTS = [*tiny_reference()[0]["texts"], "", None, "Hello world!", "   "]
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS")
+LOG4J = """\
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = stderr
+appender.console.type = Console
+appender.console.name = stderr
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
+"""
+
+
+@contextlib.contextmanager
+def _environment(**values: str | None):
+    before = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    """A local[2] session. The JVM, and through it every Python worker, starts with this
+    interpreter, the tests folder on the path (for the daemon above), and none of the BLAS
+    thread variables (so that the workers show what Spark itself sets)."""
+    folder = tmp_path_factory.mktemp("spark")
+    (folder / "log4j2.properties").write_text(LOG4J)
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+    launch = {k: None for k in THREAD_VARIABLES}
+    with _environment(PYSPARK_PYTHON=sys.executable, PYTHONPATH=path, **launch):
+        session = (
+            SparkSession.builder.master("local[2]")
+            .appName("npdistil-tests")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.shuffle.partitions", "2")
+            .config("spark.python.daemon.module", "spark_worker_log")
+            .config("spark.executorEnv.NPDISTIL_SPARK_WORKER_LOG", str(folder / "workers.log"))
+            .config("spark.executorEnv.NPDISTIL_CACHE", str(folder / "worker-cache"))
+            .config("spark.executorEnv.HF_HUB_OFFLINE", "1")
+            .config(
+                "spark.driver.extraJavaOptions",
+                f"-Dlog4j2.configurationFile=file:{folder / 'log4j2.properties'}",
+            )
+            .getOrCreate()
+        )
+    session.sparkContext.setLogLevel("ERROR")
+    session.worker_log = folder / "workers.log"  # type: ignore[attr-defined]
+    yield session
+    session.stop()
+
+
+def _opened(spark) -> list[tuple[int, str]]:
+    """(worker pid, file) for every model a Python worker has opened so far."""
+    if not spark.worker_log.exists():
+        return []
+    found = map(re.compile(r"worker (\d+) opened (.+)").match, spark.worker_log.open())
+    return [(int(m[1]), m[2].rstrip("\n")) for m in found if m]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny model, converted once, and its file: every test ships the same file."""
+    return npdistil.load(FIXTURES / "tiny", cache_dir=tmp_path_factory.mktemp("tiny"))
+
+
+def _frame(spark, texts, partitions=3):
+    rows = spark.sparkContext.parallelize(list(enumerate(texts)), partitions)
+    return spark.createDataFrame(rows, "id int, text string")
+
+
+def _by_id(df, column="embeddings"):
+    """The output column in id order (sorted here: an orderBy would run the UDF twice)."""
+    return [r[column] for r in sorted(df.collect(), key=lambda r: r["id"])]
+
+
+# ---- outputs against model.encode ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"pooling": "cls", "normalize": True}, {"pooling": "max", "longText": "truncate"}],
+)
+def test_sentence_embeddings_equal_encode(spark, tiny, options):
+    embed = DistilBertEmbeddings(model=tiny, inputCol="text", **options)
+    out = embed.transform(_frame(spark, TEXTS))
+    assert out.schema["embeddings"].dataType == ArrayType(FloatType(), False)
+    got = _by_id(out)
+    kept = [t for t in TEXTS if t is not None]
+    encode_options = {
+        "pooling": options.get("pooling", "mean"),
+        "normalize_embeddings": options.get("normalize", False),
+        "long_text": options.get("longText", "window"),
+    }
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "1 text", UserWarning)  # the long text, truncated
+        expected = iter(tiny.encode(kept, **encode_options))
+    err = 0.0
+    for text, vector in zip(TEXTS, got, strict=True):
+        if text is None:
+            assert vector is None
+            continue
+        err = max(err, float(np.abs(np.array(vector, np.float32) - next(expected)).max()))
+    print(f"Spark vs encode ({options}): max abs difference {err:.3g}")
+    assert err <= 1e-5
+
+
+def _first_piece_ids(tiny, texts):
+    """Per text, the id of each word's first piece, and each piece's id, from the tokenizer's
+    padded batch (not the path npdistil.spark takes)."""
+    batch = tiny.tokenizer(texts)
+    firsts, pieces = [], []
+    for ids, words in zip(batch.input_ids, batch.word_ids, strict=True):
+        real = words >= 0
+        ids, words = ids[real], words[real]
+        starts = np.r_[True, words[1:] != words[:-1]] if len(words) else np.zeros(0, bool)
+        firsts.append(ids[starts].tolist())
+        pieces.append((ids.tolist(), starts.tolist()))
+    return firsts, pieces
+
+
+def test_word_annotations_equal_encode(spark, tiny):
+    texts = TEXTS[:4] + TEXTS[5:]  # the tiny model's 40 positions: leave out the long text
+    embed = DistilBertEmbeddings(
+        model=tiny, outputValue="word_embeddings", wordPooling="mean", recordsPerBatch=2
+    )
+    out = embed.transform(_frame(spark, texts))
+    assert out.schema["embeddings"].dataType == ArrayType(ANNOTATION, False)
+    assert out.schema["embeddings"].metadata == {"annotatorType": "word_embeddings"}
+    kept = [t for t in texts if t is not None]
+    expected = iter(tiny.encode(kept, output_value="word_embeddings", word_pooling="mean"))
+    first_ids = iter(_first_piece_ids(tiny, kept)[0])
+    err, n = 0.0, 0
+    for text, row in zip(texts, _by_id(out), strict=True):
+        if text is None:
+            assert row is None
+            continue
+        words, ids = next(expected), next(first_ids)
+        assert [a["result"] for a in row] == words.words
+        for a, (start, stop), piece in zip(row, words.offsets.tolist(), ids, strict=True):
+            assert (a["begin"], a["end"]) == (start, stop - 1)  # end inclusive
+            assert text[a["begin"] : a["end"] + 1] == a["result"]
+            assert a["annotatorType"] == "word_embeddings"
+            assert a["metadata"] == {
+                "sentence": "0",
+                "token": a["result"],
+                "pieceId": str(piece),
+                "isWordStart": "true",
+                "isOOV": "false",
+            }
+        if row:
+            vectors = np.array([a["embeddings"] for a in row], np.float32)
+            err = max(err, float(np.abs(vectors - words.vectors).max()))
+        n += len(row)
+    print(f"{n} word annotations; Spark vs encode: max abs difference {err:.3g}")
+    assert n > 20 and err <= 1e-5
+
+
+def test_token_annotations_are_every_word_piece_as_encode_gives_it(spark, tiny):
+    texts = TEXTS[:4] + TEXTS[5:]
+    embed = DistilBertEmbeddings(model=tiny, outputValue="token_embeddings")
+    got = _by_id(embed.transform(_frame(spark, texts, partitions=2)))
+    kept = [t for t in texts if t is not None]
+    expected = iter(tiny.encode(kept, output_value="token_embeddings"))
+    pieces = iter(_first_piece_ids(tiny, kept)[1])
+    err, n = 0.0, 0
+    for text, row in zip(texts, got, strict=True):
+        if text is None:
+            assert row is None
+            continue
+        t, (ids, starts) = next(expected), next(pieces)
+        assert len(row) == len(t.tokens) == len(ids)  # every piece, no [CLS]/[SEP]
+        for a, token, (start, stop), word, piece, first in zip(
+            row, t.tokens, t.offsets.tolist(), t.word_ids, ids, starts, strict=True
+        ):
+            assert (a["begin"], a["end"]) == (start, stop - 1)
+            assert a["result"] == text[start:stop]
+            w = t.word_ids == word  # the pieces of this piece's word
+            word_text = text[t.offsets[w, 0].min() : t.offsets[w, 1].max()]
+            assert a["metadata"] == {
+                "sentence": "0",
+                "token": word_text,
+                "pieceId": str(piece),
+                "isWordStart": str(first).lower(),
+                "isOOV": "false",
+                "wordpiece": token,
+            }
+        if row:
+            vectors = np.array([a["embeddings"] for a in row], np.float32)
+            err = max(err, float(np.abs(vectors - t.vectors).max()))
+        n += len(row)
+    print(f"{n} piece annotations; Spark vs encode: max abs difference {err:.3g}")
+    assert n > 50 and err <= 1e-5
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+
+def _bytes_frame(spark):
+    # Spark strings can hold bytes that are not UTF-8 (here a UTF-16 surrogate, CESU-8 style).
+    return spark.sql(
+        "SELECT id, CAST(UNHEX(hex) AS STRING) AS text FROM VALUES "
+        "(0, '48656C6C6F'), (1, '61EDA08062'), (2, NULL) AS rows(id, hex)"
+    ).coalesce(1)
+
+
+def test_a_text_that_is_not_unicode_fails_the_task_naming_its_row(spark, tiny):
+    with pytest.raises(Exception, match="InputError") as caught:
+        DistilBertEmbeddings(model=tiny).transform(_bytes_frame(spark)).collect()
+    message = str(caught.value)
+    print(message[-300:])
+    assert "column 'text', partition 0, row 1 ('a\\udced\\udca0\\udc80b')" in message
+    assert "not valid Unicode" in message
+
+
+def test_handle_invalid_null_gives_null_for_bad_texts(spark, tiny):
+    embed = DistilBertEmbeddings(model=tiny, handleInvalid="null")
+    hello, bad, null = _by_id(embed.transform(_bytes_frame(spark)))
+    assert bad is None and null is None
+    np.testing.assert_allclose(hello, tiny.encode(["Hello"])[0], atol=1e-5)
+    too_long = DistilBertEmbeddings(model=tiny, handleInvalid="null", longText="error")
+    got = _by_id(too_long.transform(_frame(spark, TEXTS, partitions=1)))
+    assert [g is None for g in got] == [t is None or t == TEXTS[4] for t in TEXTS]
+
+
+def test_bad_columns_and_params_are_refused_on_the_driver(spark, tiny):
+    df = _frame(spark, ["a"])
+    with pytest.raises(npdistil.InputError, match=r"no column 'body' \(have \['id', 'text'\]\)"):
+        DistilBertEmbeddings(model=tiny, inputCol="body").transform(df)
+    with pytest.raises(npdistil.InputTypeError, match="column 'id' holds int, not strings"):
+        DistilBertEmbeddings(model=tiny, inputCol="id").transform(df)
+    with pytest.raises(npdistil.InputError, match="output column 'id' already exists"):
+        DistilBertEmbeddings(model=tiny, outputCol="id").transform(df)
+    with pytest.raises(npdistil.InputError, match="outputValue must be one of"):
+        DistilBertEmbeddings(outputValue="words")
+    with pytest.raises(npdistil.InputError, match="batchSize must be a positive integer"):
+        DistilBertEmbeddings(batchSize=0)
+
+
+# ---- saving, shipping, loading -------------------------------------------------------------------
+
+
+def test_pipeline_saves_the_model_reference_and_params_never_the_weights(spark, tiny, tmp_path):
+    stage = DistilBertEmbeddings(
+        model=tiny, outputValue="word_embeddings", wordPooling="max", batchSize=3
+    )
+    df = _frame(spark, TEXTS[:4])
+    fitted = Pipeline(stages=[stage]).fit(df)
+    fitted.write().save(str(tmp_path / "pipeline"))
+    saved = [p for p in (tmp_path / "pipeline").rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in saved)
+    print(f"saved pipeline: {len(saved)} files, {size} bytes")
+    assert size < 20_000 and not any(p.suffix == ".safetensors" for p in saved)
+    [again] = PipelineModel.load(str(tmp_path / "pipeline")).stages
+    assert isinstance(again, DistilBertEmbeddings)
+    params = {p.name: v for p, v in stage.extractParamMap().items()}
+    assert {p.name: v for p, v in again.extractParamMap().items()} == params
+    assert params["model"] == str(tiny.path) and params["batchSize"] == 3
+    assert _by_id(again.transform(df)) == _by_id(stage.transform(df))
+
+
+def test_the_driver_ships_the_model_file_or_workers_open_a_shared_path(spark, tiny, tmp_path):
+    df = _frame(spark, ["shipped"], partitions=1)
+    _by_id(DistilBertEmbeddings(model=tiny).transform(df))
+    assert f"file:{tiny.path}" in spark.sparkContext.listFiles
+    # The workers open their own copy, fetched by Spark, never the driver's file.
+    opened = {Path(f) for _, f in _opened(spark)}
+    assert any(f.name == tiny.path.name and f != tiny.path for f in opened), opened
+
+    shared = tmp_path / "shared.safetensors"
+    shutil.copy(tiny.path, shared)
+    embed = DistilBertEmbeddings(model=str(shared), modelShipping="path")
+    np.testing.assert_allclose(_by_id(embed.transform(df))[0], tiny.encode("shipped")[0], atol=1e-5)
+    assert shared.name not in {uri.rsplit("/", 1)[-1] for uri in spark.sparkContext.listFiles}
+    assert str(shared) in {f for _, f in _opened(spark)}
+    missing = DistilBertEmbeddings(model=str(tmp_path / "nowhere"), modelShipping="path")
+    with pytest.raises(Exception, match="CheckpointError: .*nowhere: no such file or folder"):
+        missing.transform(df).collect()
+
+
+def test_each_python_worker_opens_the_model_once(spark, tiny, tmp_path):
+    own = tmp_path / "once.safetensors"  # a file no worker has opened yet
+    shutil.copy(tiny.path, own)
+    texts = [f"text number {i}" for i in range(96)]
+    embed = DistilBertEmbeddings(model=str(own), recordsPerBatch=2)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "4")
+    try:
+        got = _by_id(embed.transform(_frame(spark, texts, partitions=8)))
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    assert all(g is not None for g in got)
+    opens = Counter(pid for pid, f in _opened(spark) if Path(f).name == own.name)
+    print(f"8 tasks, 24 Arrow batches, 48 chunks: opens per worker pid {dict(opens)}")
+    assert opens and set(opens.values()) == {1}
+    assert sum(opens.values()) < 8  # fewer opens than tasks: workers were reused
+
+
+def test_python_workers_run_one_blas_thread(spark):
+    @F.udf("string")
+    def threads(_):  # noqa: ANN001 (a hint would make Spark look for an Arrow UDF)
+        from npdistil import kernels
+
+        omp = os.environ.get("OMP_NUM_THREADS")
+        return f"OMP_NUM_THREADS={omp} n_threads={kernels.n_threads()}"
+
+    seen = {r[0] for r in _frame(spark, ["a", "b"], 2).select(threads("id")).collect()}
+    print(f"in the workers: {seen}")
+    assert seen == {"OMP_NUM_THREADS=1 n_threads=1"}
