@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import shutil
+import subprocess
 import sys
 import warnings
 from collections import Counter
@@ -353,3 +354,10 @@ def test_python_workers_run_one_blas_thread(spark):
     seen = {r[0] for r in _frame(spark, ["a", "b"], 2).select(threads("id")).collect()}
     print(f"in the workers: {seen}")
     assert seen == {"OMP_NUM_THREADS=1 n_threads=1"}
+
+
+def test_import_npdistil_leaves_pyspark_alone():
+    code = "import sys, npdistil; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    heavy = set(done.stdout.split()) & {"pyspark", "py4j", "pyarrow", "pandas"}
+    assert not heavy, f"import npdistil imported {heavy}"
