@@ -48,6 +48,7 @@ import os
 import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
+from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
@@ -356,7 +357,9 @@ def _ship(sc: SparkContext, path: str) -> None:
     path = os.path.abspath(path)
     name = os.path.basename(path)
     for uri in sc.listFiles:
-        if uri.rsplit("/", 1)[-1] == name and uri.split(":", 1)[-1] != path:
+        shipped = urlparse(uri)
+        same = shipped.scheme in ("", "file") and os.path.normpath(shipped.path) == path
+        if os.path.basename(shipped.path) == name and not same:
             raise NpdistilError(
                 f"{path}: this Spark application already ships another file named {name!r} "
                 f"({uri}); rename one of them, or use modelShipping='path'"

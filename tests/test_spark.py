@@ -315,6 +315,12 @@ def test_the_driver_ships_the_model_file_or_workers_open_a_shared_path(spark, ti
     opened = {Path(f) for _, f in _opened(spark)}
     assert any(f.name == tiny.path.name and f != tiny.path for f in opened), opened
 
+    # Another file of the same name would make Spark fail every later task: refused first.
+    (tmp_path / "other").mkdir()
+    same_name = shutil.copy(tiny.path, tmp_path / "other" / tiny.path.name)
+    with pytest.raises(npdistil.NpdistilError, match="already ships another file named"):
+        DistilBertEmbeddings(model=same_name).transform(df)
+
     shared = tmp_path / "shared.safetensors"
     shutil.copy(tiny.path, shared)
     embed = DistilBertEmbeddings(model=str(shared), modelShipping="path")
