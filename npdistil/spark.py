@@ -6,8 +6,9 @@
 DataFrame[text: string, embeddings: array<float>]
 
 How it runs. On the driver, ``transform`` resolves the model once (download and conversion
-included) and ships the converted file to the executors with ``SparkContext.addFile``; with
-``modelShipping="path"`` it passes ``model`` on as it is instead (a path every node can read).
+included) and ships the converted file to the executors with ``SparkContext.addFile`` (on
+Spark Connect, ``addArtifacts``); with ``modelShipping="path"`` it passes ``model`` on as it
+is instead (a path every node can read).
 The embedding is an Arrow UDF over the text column alone: each Python worker opens the model
 once (a memory map, cached in this module, which outlives tasks because Spark reuses its
 workers) and runs ``model.encode`` on a bounded number of rows at a time.
@@ -52,12 +53,12 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
-from pyspark import SparkContext, SparkFiles, TaskContext, keyword_only
+from pyspark import SparkFiles, TaskContext, keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
@@ -278,7 +279,7 @@ class DistilBertEmbeddings(
             )
         if output_col in types:
             raise InputError(f"DistilBertEmbeddings: output column {output_col!r} already exists")
-        job = self._job(dataset.sparkSession.sparkContext)
+        job = self._job(dataset.sparkSession)
 
         def embed(texts: Iterator[pa.Array]) -> Iterator[pa.Array]:  # runs in the workers
             return _embed_column(job, texts)
@@ -289,13 +290,13 @@ class DistilBertEmbeddings(
             column = column.alias(output_col, metadata={"annotatorType": ANNOTATOR_TYPE})
         return dataset.withColumn(output_col, column)
 
-    def _job(self, sc: SparkContext) -> _Job:
+    def _job(self, session: SparkSession) -> _Job:
         """What the workers need; ships the model first unless modelShipping is 'path'."""
         model, revision = self.getModel(), self._value("revision")
         shipped = self._value("modelShipping") == "addFile"
         if shipped:
             path = load(model, revision=revision).path  # downloaded and converted once, here
-            _ship(sc, str(path))
+            _ship(session, str(path))
             model, revision = path.name, None
         output_value = self._value("outputValue")
         options = {
@@ -351,11 +352,24 @@ def _model_reference(model: Any) -> str:
     )
 
 
-def _ship(sc: SparkContext, path: str) -> None:
-    """``sc.addFile(path)``, refusing a second file of the same name: Spark would accept it and
-    then fail every later task of the application."""
+def _ship(session: SparkSession, path: str) -> None:
+    """Ship the file at ``path`` to the executors, where ``SparkFiles.get(name)`` finds it:
+    ``SparkContext.addFile``, or a Spark Connect session's ``addArtifacts``. A second file of
+    the same name is refused: Spark would accept it and then fail every later task."""
     path = os.path.abspath(path)
     name = os.path.basename(path)
+    if type(session).__module__.startswith("pyspark.sql.connect"):  # no SparkContext there
+        try:
+            session.addArtifacts(path, file=True)  # the same file again is a no-op
+        except Exception as exc:  # a server-side SparkRuntimeException
+            if "ARTIFACT_ALREADY_EXISTS" not in str(exc):
+                raise
+            raise NpdistilError(
+                f"{path}: this Spark Connect session already has another file named {name!r}; "
+                "rename one of them, or use modelShipping='path'"
+            ) from None
+        return
+    sc = session.sparkContext
     for uri in sc.listFiles:
         shipped = urlparse(uri)
         same = shipped.scheme in ("", "file") and os.path.normpath(shipped.path) == path
@@ -383,12 +397,17 @@ class _Job(NamedTuple):
     rows_at_a_time: int
 
 
-@functools.lru_cache(maxsize=8)
 def worker_model(reference: str, shipped: bool = False, revision: str | None = None) -> DistilBert:
-    """The model, opened once per Python worker. This module is imported in the workers, which
-    Spark reuses from task to task, so the cache lives as long as the worker (a cache in the
-    driver's ``__main__`` would travel with the UDF and start empty in every task)."""
-    path = SparkFiles.get(reference) if shipped else reference
+    """The model, opened once per Python worker: a shipped file by its name (``SparkFiles``
+    finds the worker's copy), else what ``npdistil.load`` takes."""
+    return _open(SparkFiles.get(reference) if shipped else reference, revision)
+
+
+@functools.lru_cache(maxsize=8)
+def _open(path: str, revision: str | None) -> DistilBert:
+    """This module is imported in the workers, which Spark reuses from task to task, so the
+    cache lives as long as the worker (a cache in the driver's ``__main__`` would travel with
+    the UDF and start empty in every task)."""
     model = load(path, revision=revision)
     log.info("worker %d opened %s", os.getpid(), model.path)
     return model
@@ -446,7 +465,7 @@ def _embed_rows(
     if job.output_value == "sentence_embedding":
         return _sentence_column(len(texts), rows, results, dim)
     if job.output_value == "word_embeddings":
-        ids = _first_pieces(model, job, good)
+        ids = _first_pieces(model, job, good) if good else []
         annotations = [_word_annotations(w, i) for w, i in zip(results, ids, strict=True)]
     else:
         vocab = _vocabulary(model)

@@ -12,10 +12,11 @@ import logging
 import os
 
 if __name__ == "__main__":
-    handler = logging.FileHandler(os.environ["NPDISTIL_SPARK_WORKER_LOG"], delay=True)
-    logger = logging.getLogger("npdistil.spark")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    if "NPDISTIL_SPARK_WORKER_LOG" in os.environ:  # Spark Connect sessions' workers lack it
+        handler = logging.FileHandler(os.environ["NPDISTIL_SPARK_WORKER_LOG"], delay=True)
+        logger = logging.getLogger("npdistil.spark")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
     from pyspark import daemon
 

@@ -8,6 +8,7 @@ workers opened, and how often.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -170,8 +171,8 @@ def _first_piece_ids(tiny, texts):
 def test_word_annotations_equal_encode(spark, tiny):
     texts = TEXTS[:4] + TEXTS[5:]  # the tiny model's 40 positions: leave out the long text
     embed = DistilBertEmbeddings(
-        model=tiny, outputValue="word_embeddings", wordPooling="mean", recordsPerBatch=2
-    )
+        model=tiny, outputValue="word_embeddings", wordPooling="mean", recordsPerBatch=1
+    )  # one row at a time: a chunk of one null, one empty text
     out = embed.transform(_frame(spark, texts))
     assert out.schema["embeddings"].dataType == ArrayType(ANNOTATION, False)
     assert out.schema["embeddings"].metadata == {"annotatorType": "word_embeddings"}
@@ -360,6 +361,68 @@ def test_python_workers_run_one_blas_thread(spark):
     seen = {r[0] for r in _frame(spark, ["a", "b"], 2).select(threads("id")).collect()}
     print(f"in the workers: {seen}")
     assert seen == {"OMP_NUM_THREADS=1 n_threads=1"}
+
+
+# ---- Spark Connect -------------------------------------------------------------------------------
+
+_CONNECT_CLIENT = """
+import json, sys
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.sql import SparkSession
+from npdistil.spark import DistilBertEmbeddings
+
+url, model, folder = sys.argv[1:]
+spark = SparkSession.builder.remote(url).getOrCreate()
+df = spark.createDataFrame([(0, "Hello world!"), (1, None)], "id int, text string")
+
+def run(stage):
+    return [r.embeddings for r in sorted(stage.transform(df).collect())]
+
+out = {"type": type(spark).__module__, "sentences": run(DistilBertEmbeddings(model=model))}
+words = run(DistilBertEmbeddings(model=model, outputValue="word_embeddings"))
+out["words"] = [None if w is None else [a.result for a in w] for w in words]
+out["path"] = run(DistilBertEmbeddings(model=model, modelShipping="path"))
+Pipeline(stages=[DistilBertEmbeddings(model=model)]).fit(df).write().save(folder)
+out["loaded"] = run(PipelineModel.load(folder).stages[0])
+print(json.dumps(out))
+"""
+
+
+def _connect_server(spark) -> str:
+    """Start a Spark Connect server in the session's own JVM; its address. (Its port, chosen
+    by the server, is only reachable by reflection.)"""
+    jvm, gateway = spark._jvm, spark.sparkContext._gateway
+    jvm.org.apache.spark.sql.connect.service.SparkConnectService.start(spark._jsc.sc())
+    service = jvm.java.lang.Class.forName(
+        "org.apache.spark.sql.connect.service.SparkConnectService$"
+    )
+    local_port = service.getDeclaredMethod("localPort", gateway.new_array(jvm.java.lang.Class, 0))
+    local_port.setAccessible(True)
+    instance = service.getField("MODULE$").get(None)
+    return (
+        f"sc://localhost:{local_port.invoke(instance, gateway.new_array(jvm.java.lang.Object, 0))}"
+    )
+
+
+def test_spark_connect_ships_the_model_as_an_artifact(spark, tiny, tmp_path):
+    for module in ("grpc", "google.protobuf", "zstandard"):
+        pytest.importorskip(module, reason="Spark Connect needs pyspark[connect]")
+    url = _connect_server(spark)
+    done = subprocess.run(  # a process of its own: a Connect client changes pyspark globally
+        [sys.executable, "-c", _CONNECT_CLIENT, url, str(tiny.path), str(tmp_path / "saved")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["type"].startswith("pyspark.sql.connect")
+    hello = tiny.encode("Hello world!")[0]
+    for key in ("sentences", "path", "loaded"):
+        vector, null = out[key]
+        assert null is None
+        np.testing.assert_allclose(vector, hello, atol=1e-5)
+    assert out["words"] == [["Hello", "world", "!"], None]
 
 
 def test_import_npdistil_leaves_pyspark_alone():
