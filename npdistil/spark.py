@@ -99,6 +99,8 @@ _ANNOTATION_ARROW = pa.struct(
         pa.field("embeddings", pa.list_(pa.float32())),
     ]
 )
+ANNOTATIONS = ArrayType(ANNOTATION, False)
+SENTENCE = ArrayType(FloatType(), False)
 ANNOTATOR_TYPE = "word_embeddings"  # Spark NLP's AnnotatorType.WORD_EMBEDDINGS
 METADATA_KEYS = ("sentence", "token", "pieceId", "isWordStart", "isOOV")
 
@@ -320,10 +322,6 @@ class DistilBertEmbeddings(
             handle_invalid=self._value("handleInvalid"),
             rows_at_a_time=self._value("recordsPerBatch") or ROWS_AT_A_TIME[output_value],
         )
-
-
-SENTENCE = ArrayType(FloatType(), False)
-ANNOTATIONS = ArrayType(ANNOTATION, False)
 
 
 def _check(name: str, value: Any, allowed: tuple[str, ...] | None) -> None:
