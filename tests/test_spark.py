@@ -68,11 +68,16 @@ def _environment(**values: str | None):
 
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory):
+def folder(tmp_path_factory):
+    """The session's files: its log4j configuration and the workers' log."""
+    return tmp_path_factory.mktemp("spark")
+
+
+@pytest.fixture(scope="module")
+def spark(folder):
     """A local[2] session. The JVM, and through it every Python worker, starts with this
     interpreter, the tests folder on the path (for the daemon above), and none of the BLAS
     thread variables (so that the workers show what Spark itself sets)."""
-    folder = tmp_path_factory.mktemp("spark")
     (folder / "log4j2.properties").write_text(LOG4J)
     path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
     launch = {k: None for k in THREAD_VARIABLES}
@@ -94,17 +99,16 @@ def spark(tmp_path_factory):
             .getOrCreate()
         )
     session.sparkContext.setLogLevel("ERROR")
-    session.worker_log = folder / "workers.log"  # type: ignore[attr-defined]
     yield session
     session.stop()
 
 
-def _opened(spark) -> list[tuple[int, str]]:
+def _opened(folder) -> list[tuple[int, str]]:
     """(worker pid, file) for every model a Python worker has opened so far."""
-    if not spark.worker_log.exists():
-        return []
-    found = map(re.compile(r"worker (\d+) opened (.+)").match, spark.worker_log.open())
-    return [(int(m[1]), m[2].rstrip("\n")) for m in found if m]
+    log = folder / "workers.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    found = map(re.compile(r"worker (\d+) opened (.+)").fullmatch, lines)
+    return [(int(m[1]), m[2]) for m in found if m]
 
 
 @pytest.fixture(scope="module")
@@ -308,12 +312,14 @@ def test_pipeline_saves_the_model_reference_and_params_never_the_weights(spark, 
     assert _by_id(again.transform(df)) == _by_id(stage.transform(df))
 
 
-def test_the_driver_ships_the_model_file_or_workers_open_a_shared_path(spark, tiny, tmp_path):
+def test_the_driver_ships_the_model_file_or_workers_open_a_shared_path(
+    spark, folder, tiny, tmp_path
+):
     df = _frame(spark, ["shipped"], partitions=1)
     _by_id(DistilBertEmbeddings(model=tiny).transform(df))
     assert f"file:{tiny.path}" in spark.sparkContext.listFiles
     # The workers open their own copy, fetched by Spark, never the driver's file.
-    opened = {Path(f) for _, f in _opened(spark)}
+    opened = {Path(f) for _, f in _opened(folder)}
     assert any(f.name == tiny.path.name and f != tiny.path for f in opened), opened
 
     # Another file of the same name would make Spark fail every later task: refused first.
@@ -327,13 +333,13 @@ def test_the_driver_ships_the_model_file_or_workers_open_a_shared_path(spark, ti
     embed = DistilBertEmbeddings(model=str(shared), modelShipping="path")
     np.testing.assert_allclose(_by_id(embed.transform(df))[0], tiny.encode("shipped")[0], atol=1e-5)
     assert shared.name not in {uri.rsplit("/", 1)[-1] for uri in spark.sparkContext.listFiles}
-    assert str(shared) in {f for _, f in _opened(spark)}
+    assert str(shared) in {f for _, f in _opened(folder)}
     missing = DistilBertEmbeddings(model=str(tmp_path / "nowhere"), modelShipping="path")
     with pytest.raises(Exception, match="CheckpointError: .*nowhere: no such file or folder"):
         missing.transform(df).collect()
 
 
-def test_each_python_worker_opens_the_model_once(spark, tiny, tmp_path):
+def test_each_python_worker_opens_the_model_once(spark, folder, tiny, tmp_path):
     own = tmp_path / "once.safetensors"  # a file no worker has opened yet
     shutil.copy(tiny.path, own)
     texts = [f"text number {i}" for i in range(96)]
@@ -344,7 +350,7 @@ def test_each_python_worker_opens_the_model_once(spark, tiny, tmp_path):
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     assert all(g is not None for g in got)
-    opens = Counter(pid for pid, f in _opened(spark) if Path(f).name == own.name)
+    opens = Counter(pid for pid, f in _opened(folder) if Path(f).name == own.name)
     print(f"8 tasks, 24 Arrow batches, 48 chunks: opens per worker pid {dict(opens)}")
     assert opens and set(opens.values()) == {1}
     assert sum(opens.values()) < 8  # fewer opens than tasks: workers were reused
