@@ -297,7 +297,9 @@ class DistilBertEmbeddings(
         model, revision = self.getModel(), self._value("revision")
         shipped = self._value("modelShipping") == "addFile"
         if shipped:
-            path = load(model, revision=revision).path  # downloaded and converted once, here
+            here = load(model, revision=revision)  # downloaded and converted once, here
+            _ = here.tokenizer  # a checkpoint without one fails here, not in every task
+            path = here.path
             _ship(session, str(path))
             model, revision = path.name, None
         output_value = self._value("outputValue")
