@@ -253,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     df.count()  # the texts in the JVM before any timing
     embed = DistilBertEmbeddings(model=path, longText="truncate", outputValue=args.output_value)
     log("Spark: warming up (workers start, open the model) ...")
-    cold = spark_round(spark, embed, df.limit(64))
+    first = spark.createDataFrame(list(enumerate(texts[:64])), "id int, text string")
+    cold = spark_round(spark, embed, first)
+    workers: dict[int, dict[str, int]] = {}
     quiet = Quiet(budget_seconds=0 if args.no_wait else 900, settle=1.0)
     rounds = []
     for r in range(args.rounds):
@@ -263,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             quiet.wait()
             if system == "spark":
                 result["spark_seconds"] = spark_round(spark, embed, df)
+                # now: Spark stops Python workers idle for a minute, and their peaks with them
+                workers.update(python_workers(spark))
             else:
                 result["one"] = one_process(path, args.corpus_step, options)
         result["ratio"] = result["one"]["seconds"] / result["spark_seconds"]
@@ -272,7 +276,6 @@ def main(argv: list[str] | None = None) -> int:
             f"(load {result['load_average']})"
         )
         rounds.append(result)
-    workers = python_workers(spark)
     spark.stop()
 
     checks = []
