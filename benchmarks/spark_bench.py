@@ -21,8 +21,8 @@ median of the per-round ratios, and peak RSS: of each Python worker (VmHWM from 
 counts the shared, memory-mapped weights in every process that touches them) and of the one
 process. With ``--output-value word_embeddings`` or ``token_embeddings`` it measures the
 annotation outputs instead. ``--memory-check`` also runs a session per
-``spark.executor.pyspark.memory`` limit (512m, 1g) and reports whether a worker can open and
-run the model within it.
+``spark.executor.pyspark.memory`` limit (512m, 1g, 1280m) and reports whether its workers can
+embed the corpus within it.
 
 Prints markdown; writes everything to benchmarks/out/spark.json.
 """
@@ -162,7 +162,7 @@ sys.path.insert(0, {str(HERE)!r})
 import spark_bench
 from npdistil.spark import DistilBertEmbeddings
 spark = spark_bench.start_spark({{"spark.executor.pyspark.memory": {limit!r}}})
-texts = spark_bench.assets.corpus()[:: {step}][:200]
+texts = spark_bench.assets.corpus()[:: {step}]
 df = spark.createDataFrame([(t,) for t in texts], "text string")
 embed = DistilBertEmbeddings(model={path!r}, longText="truncate")
 embed.transform(df).write.format("noop").mode("overwrite").save()
@@ -175,7 +175,7 @@ print("OK", max(w["VmHWM"] for w in workers.values()))
     last = done.stdout.strip().splitlines()[-1:] or [""]
     if done.returncode == 0 and last[0].startswith("OK"):
         return {"limit": limit, "ok": True, "peak_rss": int(last[0].split()[1])}
-    errors = [ln for ln in done.stderr.splitlines() if "Error" in ln or "error" in ln]
+    errors = [ln for ln in done.stderr.splitlines() if "Error: " in ln and " at " not in ln]
     return {"limit": limit, "ok": False, "error": (errors[-1] if errors else done.stderr[-500:])}
 
 
@@ -280,9 +280,9 @@ def main(argv: list[str] | None = None) -> int:
 
     checks = []
     if args.memory_check:
-        for limit in ("512m", "1g"):
+        for limit in ("512m", "1g", "1280m"):
             log(f"memory check: spark.executor.pyspark.memory={limit} ...")
-            checks.append(memory_check(path, limit, 1))
+            checks.append(memory_check(path, limit, args.corpus_step))
 
     report = {
         "machine": machine(),

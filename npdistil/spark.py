@@ -72,7 +72,7 @@ from pyspark.sql.types import (
 
 from .api import DistilBert, load
 from .encode import TokenEmbeddings, WordEmbeddings
-from .errors import InputError, InputTypeError, NpdistilError
+from .errors import CheckpointError, InputError, InputTypeError, NpdistilError
 
 __all__ = ["ANNOTATION", "DistilBertEmbeddings", "worker_model"]
 
@@ -416,15 +416,28 @@ def _open(path: str, revision: str | None) -> DistilBert:
 def _embed_column(job: _Job, arrays: Iterator[pa.Array]) -> Iterator[pa.Array]:
     """The UDF: a partition's texts, Arrow batch by Arrow batch -> their embeddings, in order,
     ``job.rows_at_a_time`` rows at a time (Spark accepts any split of the output rows)."""
-    model = worker_model(job.model, job.shipped, job.revision)
-    context = TaskContext.get()
-    partition = context.partitionId() if context is not None else -1
-    row = 0  # in the partition, to name a bad text
-    for array in arrays:
-        for start in range(0, len(array), job.rows_at_a_time):
-            chunk = array.slice(start, job.rows_at_a_time)
-            yield _embed_rows(model, job, _texts(chunk), (f"partition {partition}", row))
-            row += len(chunk)
+    try:
+        model = worker_model(job.model, job.shipped, job.revision)
+        context = TaskContext.get()
+        partition = context.partitionId() if context is not None else -1
+        row = 0  # in the partition, to name a bad text
+        for array in arrays:
+            for start in range(0, len(array), job.rows_at_a_time):
+                chunk = array.slice(start, job.rows_at_a_time)
+                yield _embed_rows(model, job, _texts(chunk), (f"partition {partition}", row))
+                row += len(chunk)
+    except (MemoryError, CheckpointError) as exc:
+        limit = os.environ.get("PYSPARK_EXECUTOR_MEMORY_MB")  # set by spark.executor.pyspark.memory
+        if limit is None or "llocate" not in str(exc):  # "Cannot allocate", "Unable to allocate"
+            raise
+        advice = (
+            f"spark.executor.pyspark.memory caps this Python worker's address space at {limit} "
+            "MB; the full-size model needs more than 1 GB of it on texts of hundreds of tokens "
+            "(1280 MB ran 512-token texts at batchSize 32)"
+        )
+        if isinstance(exc, CheckpointError):
+            raise CheckpointError(f"{exc}; {advice}") from None
+        raise MemoryError(f"{exc}; {advice}") from None
 
 
 def _texts(array: pa.Array) -> list[str | None]:
