@@ -20,7 +20,7 @@ Outputs (``outputValue``):
   (``wordPooling``: ``"first"`` as Spark NLP, ``"mean"`` or ``"max"``), exactly
   ``model.encode(texts, output_value="word_embeddings")``.
 - ``"token_embeddings"``: one annotation per word piece ([CLS] and [SEP] left out), as Spark
-  NLP means token embeddings.
+  NLP means token embeddings: ``model.encode(texts, output_value="tokens")``.
 
 An annotation has Spark NLP's layout, ``struct<annotatorType: string, begin: int, end: int,
 result: string, metadata: map<string,string>, embeddings: array<float>>``, with ``end``
@@ -48,7 +48,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 from urllib.parse import urlparse
 
 import numpy as np
@@ -70,6 +70,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from . import encode as E
 from .api import DistilBert, load
 from .encode import TokenEmbeddings, WordEmbeddings
 from .errors import CheckpointError, InputError, InputTypeError, NpdistilError
@@ -143,14 +144,18 @@ class DistilBertEmbeddings(
         "'sentence_embedding' (array<float>), 'word_embeddings' or 'token_embeddings' (arrays "
         "of Spark NLP annotations)",
     )
-    pooling = _param("pooling", "sentence pooling: 'mean', 'cls' or 'max'")
+    pooling = _param(
+        "pooling", "sentence pooling, as encode's (default: the model's own, else 'mean')"
+    )
     normalize = _param("normalize", "L2-normalise sentence embeddings", TypeConverters.toBoolean)
     wordPooling = _param(
         "wordPooling", "a word's vector from its pieces: 'first' (as Spark NLP), 'mean' or 'max'"
     )
     batchSize = _param("batchSize", "texts per forward pass", TypeConverters.toInt)
     longText = _param(
-        "longText", "texts longer than the window: 'window' (overlapping), 'truncate' or 'error'"
+        "longText",
+        "texts longer than the window: 'window' (overlapping), 'truncate' or 'error' (default: "
+        "the model's own, as encode's)",
     )
     window = _param(
         "window",
@@ -175,9 +180,9 @@ class DistilBertEmbeddings(
     _CHOICES = {
         "modelShipping": ("addFile", "path"),
         "outputValue": OUTPUT_VALUES,
-        "pooling": ("mean", "cls", "max"),
-        "wordPooling": ("first", "mean", "max"),
-        "longText": ("window", "truncate", "error"),
+        "pooling": get_args(E.Pooling),
+        "wordPooling": get_args(E.WordPooling),
+        "longText": get_args(E.LongText),
         "handleInvalid": ("error", "null"),
     }
 
@@ -208,11 +213,9 @@ class DistilBertEmbeddings(
             outputCol="embeddings",
             outputValue="sentence_embedding",
             modelShipping="addFile",
-            pooling="mean",
             normalize=False,
             wordPooling="first",
             batchSize=32,
-            longText="window",
             handleInvalid="error",
         )
         self.setParams(**self._input_kwargs)
@@ -303,17 +306,14 @@ class DistilBertEmbeddings(
             _ship(session, str(path))
             model, revision = path.name, None
         output_value = self._value("outputValue")
-        options = {
-            "batch_size": self._value("batchSize"),
-            "long_text": self._value("longText"),
-            "window": self._value("window"),
-            "stride": self._value("stride"),
-        }
+        # encode's own defaults stand where a param is unset (pooling, longText: the model's)
+        names = {"batch_size": "batchSize", "long_text": "longText", "window": "window"}
+        names |= {"stride": "stride"}
         if output_value == "sentence_embedding":
-            options |= {"pooling": self._value("pooling")}
-            options |= {"normalize_embeddings": self._value("normalize")}
+            names |= {"pooling": "pooling", "normalize_embeddings": "normalize"}
         elif output_value == "word_embeddings":
-            options |= {"word_pooling": self._value("wordPooling")}
+            names |= {"word_pooling": "wordPooling"}
+        options = {k: self._value(v) for k, v in names.items() if self._value(v) is not None}
         return _Job(
             model=model,
             revision=revision,
@@ -474,9 +474,8 @@ def _embed_rows(
                     f"{str(exc).replace(found.group(0), 'the text', 1)} "
                     "(handleInvalid='null' gives null instead)"
                 ) from None
-    dim = model.config.dim
     if job.output_value == "sentence_embedding":
-        return _sentence_column(len(texts), rows, results, dim)
+        return _sentence_column(len(texts), rows, results)
     if job.output_value == "word_embeddings":
         ids = _first_pieces(model, job, good) if good else []
         annotations = [_word_annotations(w, i) for w, i in zip(results, ids, strict=True)]
@@ -486,7 +485,7 @@ def _embed_rows(
             _piece_annotations(text, t, vocab) for text, t in zip(good, results, strict=True)
         ]
     pieces = job.output_value == "token_embeddings"
-    return _annotation_column(len(texts), rows, annotations, dim, pieces)
+    return _annotation_column(len(texts), rows, annotations, pieces)
 
 
 def _encode(model: DistilBert, job: _Job, texts: list[str]) -> Any:
@@ -496,16 +495,16 @@ def _encode(model: DistilBert, job: _Job, texts: list[str]) -> Any:
 
 
 def _pieces(model: DistilBert, job: _Job, texts: list[str]) -> list[TokenEmbeddings]:
-    """Every word piece's vector, offsets and word: encode's per-token output. (When encode's
-    rich per-token output becomes output_value="tokens", this is the line to change.)"""
-    return model.encode(texts, output_value="token_embeddings", **job.options)  # type: ignore[return-value]
+    """Every word piece's vector, string, offsets and word: encode's per-token output (its
+    output_value="tokens"; Spark NLP's token embeddings are these, without [CLS] and [SEP])."""
+    return model.encode(texts, output_value="tokens", **job.options)  # type: ignore[no-any-return]
 
 
 def _first_pieces(model: DistilBert, job: _Job, texts: list[str]) -> list[np.ndarray]:
     """Per text, the vocabulary id of each word's first piece (Spark NLP's pieceId)."""
     tok, limit = model.tokenizer, None
-    if job.options["long_text"] != "window":  # encode keeps at most one window's tokens
-        limit = (job.options["window"] or tok.max_length) - tok.n_special
+    if job.options.get("long_text") in ("truncate", "error"):  # encode keeps one window at most
+        limit = (job.options.get("window") or tok.max_length) - tok.n_special
     return [t.ids[_word_starts(t.word_ids)] for t in tok.tokenize(texts, limit=limit)]
 
 
@@ -576,18 +575,20 @@ def _lists(n: int, rows: list[int], lengths: list[int], values: pa.Array) -> pa.
     return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(null))
 
 
-def _sentence_column(n: int, rows: list[int], vectors: Any, dim: int) -> pa.Array:
-    flat = np.asarray(vectors, dtype=np.float32).reshape(-1)
-    return _lists(n, rows, [dim] * len(rows), pa.array(flat, pa.float32()))
+def _sentence_column(n: int, rows: list[int], vectors: Any) -> pa.Array:
+    vectors = np.asarray(vectors, dtype=np.float32).reshape(len(rows), -1 if rows else 0)
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    return _lists(n, rows, [vectors.shape[1]] * len(rows), flat)
 
 
 def _annotation_column(
-    n: int, rows: list[int], per_row: list[_Annotations], dim: int, pieces: bool
+    n: int, rows: list[int], per_row: list[_Annotations], pieces: bool
 ) -> pa.Array:
     k = sum(len(a.result) for a in per_row)
     names = [*METADATA_KEYS, "wordpiece"] if pieces else list(METADATA_KEYS)
     keys = len(names)
-    vectors = np.concatenate([a.vectors for a in per_row]) if k else np.zeros((0, dim))
+    vectors = np.concatenate([a.vectors for a in per_row]) if k else np.zeros((0, 1))
+    dim = vectors.shape[1]
     metadata = pa.MapArray.from_arrays(
         pa.array(np.arange(0, k * keys + 1, keys, dtype=np.int32)),
         pa.array(names * k, pa.string()),

@@ -132,7 +132,11 @@ def _by_id(df, column="embeddings"):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"pooling": "cls", "normalize": True}, {"pooling": "max", "longText": "truncate"}],
+    [
+        {},
+        {"pooling": "cls", "normalize": True},
+        {"pooling": "max", "longText": "truncate", "recordsPerBatch": 1},  # a null alone too
+    ],
 )
 def test_sentence_embeddings_equal_encode(spark, tiny, options):
     embed = DistilBertEmbeddings(model=tiny, inputCol="text", **options)
@@ -140,11 +144,8 @@ def test_sentence_embeddings_equal_encode(spark, tiny, options):
     assert out.schema["embeddings"].dataType == ArrayType(FloatType(), False)
     got = _by_id(out)
     kept = [t for t in TEXTS if t is not None]
-    encode_options = {
-        "pooling": options.get("pooling", "mean"),
-        "normalize_embeddings": options.get("normalize", False),
-        "long_text": options.get("longText", "window"),
-    }
+    names = {"pooling": "pooling", "normalize": "normalize_embeddings", "longText": "long_text"}
+    encode_options = {names[k]: v for k, v in options.items() if k in names}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "1 text", UserWarning)  # the long text, truncated
         expected = iter(tiny.encode(kept, **encode_options))
@@ -155,6 +156,27 @@ def test_sentence_embeddings_equal_encode(spark, tiny, options):
             continue
         err = max(err, float(np.abs(np.array(vector, np.float32) - next(expected)).max()))
     print(f"Spark vs encode ({options}): max abs difference {err:.3g}")
+    assert err <= 1e-5
+
+
+def test_a_sentence_transformers_model_keeps_its_own_pooling_length_and_normalizing(
+    spark, minilm_folder, tmp_path_factory
+):
+    """The real all-MiniLM-L6-v2 (a BERT): unset params leave encode's defaults, which are the
+    model's (mean pooling, Normalize, texts cut at 256 tokens)."""
+    model = npdistil.load(minilm_folder, cache_dir=tmp_path_factory.mktemp("minilm"))
+    texts = [*TEXTS, " ".join([TEXTS[4]] * 8)]  # the last one: ~400 tokens, cut at 256
+    got = _by_id(DistilBertEmbeddings(model=model).transform(_frame(spark, texts)))
+    expected = iter(model.encode([t for t in texts if t is not None]))
+    err = 0.0
+    for text, vector in zip(texts, got, strict=True):
+        if text is None:
+            assert vector is None
+            continue
+        want = next(expected)
+        assert len(vector) == 384 and abs(np.linalg.norm(want) - 1) < 1e-5
+        err = max(err, float(np.abs(np.array(vector, np.float32) - want).max()))
+    print(f"all-MiniLM-L6-v2, Spark vs encode: max abs difference {err:.3g}")
     assert err <= 1e-5
 
 
@@ -214,7 +236,7 @@ def test_token_annotations_are_every_word_piece_as_encode_gives_it(spark, tiny):
     embed = DistilBertEmbeddings(model=tiny, outputValue="token_embeddings")
     got = _by_id(embed.transform(_frame(spark, texts, partitions=2)))
     kept = [t for t in texts if t is not None]
-    expected = iter(tiny.encode(kept, output_value="token_embeddings"))
+    expected = iter(tiny.encode(kept, output_value="tokens"))
     pieces = iter(_first_piece_ids(tiny, kept)[1])
     err, n = 0.0, 0
     for text, row in zip(texts, got, strict=True):
@@ -331,7 +353,9 @@ def test_the_driver_ships_the_model_file_or_workers_open_a_shared_path(
     shared = tmp_path / "shared.safetensors"
     shutil.copy(tiny.path, shared)
     embed = DistilBertEmbeddings(model=str(shared), modelShipping="path")
-    np.testing.assert_allclose(_by_id(embed.transform(df))[0], tiny.encode("shipped")[0], atol=1e-5)
+    np.testing.assert_allclose(
+        _by_id(embed.transform(df))[0], tiny.encode(["shipped"])[0], atol=1e-5
+    )
     assert shared.name not in {uri.rsplit("/", 1)[-1] for uri in spark.sparkContext.listFiles}
     assert str(shared) in {f for _, f in _opened(folder)}
     missing = DistilBertEmbeddings(model=str(tmp_path / "nowhere"), modelShipping="path")
@@ -423,7 +447,7 @@ def test_spark_connect_ships_the_model_as_an_artifact(spark, tiny, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["type"].startswith("pyspark.sql.connect")
-    hello = tiny.encode("Hello world!")[0]
+    hello = tiny.encode(["Hello world!"])[0]
     for key in ("sentences", "path", "loaded"):
         vector, null = out[key]
         assert null is None
