@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -175,7 +176,7 @@ print("OK", max(w["VmHWM"] for w in workers.values()))
     last = done.stdout.strip().splitlines()[-1:] or [""]
     if done.returncode == 0 and last[0].startswith("OK"):
         return {"limit": limit, "ok": True, "peak_rss": int(last[0].split()[1])}
-    errors = [ln for ln in done.stderr.splitlines() if "Error: " in ln and " at " not in ln]
+    errors = [ln for ln in done.stderr.splitlines() if re.match(r"\w[\w.]*(Error|Exception): ", ln)]
     return {"limit": limit, "ok": False, "error": (errors[-1] if errors else done.stderr[-500:])}
 
 
@@ -246,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     del model
     log(f"{len(texts)} texts, {tokens} tokens (truncated to 512); model {path}")
 
-    options = {"long_text": "truncate", "output_value": args.output_value}
+    # What encode calls Spark NLP's token embeddings: the per-piece output with offsets.
+    output_value = {"token_embeddings": "tokens"}.get(args.output_value, args.output_value)
+    options = {"long_text": "truncate", "output_value": output_value}
     spark = start_spark()
     rows = spark.sparkContext.parallelize(list(enumerate(texts)), args.partitions)
     df = spark.createDataFrame(rows, "id int, text string").cache()
