@@ -432,8 +432,8 @@ def _embed_column(job: _Job, arrays: Iterator[pa.Array]) -> Iterator[pa.Array]:
             raise
         advice = (
             f"spark.executor.pyspark.memory caps this Python worker's address space at {limit} "
-            "MB; the full-size model needs more than 1 GB of it on texts of hundreds of tokens "
-            "(1280 MB ran 512-token texts at batchSize 32)"
+            "MB: raise it or lower batchSize (the full-size model ran 512-token texts in 1280 MB "
+            "at batchSize 32, in 1 GB at batchSize 4)"
         )
         if isinstance(exc, CheckpointError):
             raise CheckpointError(f"{exc}; {advice}") from None
