@@ -519,23 +519,36 @@ RSS_CODE = {
         "h = s.run(None, {{'input_ids': ids, 'attention_mask': mask}})[0]\n"
     ),
 }
+# Peak RSS is read from /proc/self/status (VmHWM: this process image's high-water mark), not
+# from getrusage: Linux carries ru_maxrss across fork + exec, so a child of this big harness
+# process would report at least the harness's own RSS.
+PEAK_RSS = (
+    "def peak_rss_kb():\n"
+    "    try:\n"
+    "        for line in open('/proc/self/status'):\n"
+    "            if line.startswith('VmHWM:'):\n"
+    "                return int(line.split()[1])\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    import resource\n"
+    "    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+)
 RSS_PRELUDE = (
-    "import resource\n"
+    PEAK_RSS + "import resource\n"
     "import numpy as np\n"
     "ids = np.random.default_rng(0).integers(106, 28996, size=(32, 128), dtype=np.int64)\n"
     "mask = np.ones_like(ids)\n"
 )
 RSS_EPILOGUE = (
     "assert h.shape == (32, 128, 768)\n"
-    "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    "print('MAXRSS_KB', peak_rss_kb())\n"
 )
 # A fresh process embedding one sentence with an npdistil file (the small-machine case).
 ONE_SENTENCE_CODE = (
-    "import resource\n"
-    "import npdistil\n"
+    PEAK_RSS + "import npdistil\n"
     "v = npdistil.load({path!r}).encode(['Hello world!'])\n"
     "assert v.shape[0] == 1\n"
-    "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    "print('MAXRSS_KB', peak_rss_kb())\n"
 )
 
 
@@ -576,7 +589,7 @@ def measure_startup(fields: dict[str, Any], runs: int, quiet: Quiet) -> dict[str
 
 
 def max_rss_mb(code: str, what: str) -> float:
-    """Peak RSS (``ru_maxrss``) of a fresh ``python -c code`` that prints it."""
+    """Peak RSS (VmHWM) of a fresh ``python -c code`` that prints it."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     line = [x for x in done.stdout.splitlines() if x.startswith("MAXRSS_KB")]
     if done.returncode != 0 or not line:

@@ -80,7 +80,8 @@ model.encode(texts[:64], **options)  # warm-up, as the Spark workers are warm
 start = time.perf_counter()
 out = model.encode(texts, **options)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork + exec from the parent.
+peak = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")) * 1024
 print(json.dumps({"seconds": seconds, "rows": len(out), "peak_rss": peak}))
 """
 

@@ -72,10 +72,15 @@ def dense(w: Matrix) -> np.ndarray:  # [rows, cols] -> float32 [rows, cols]
     """A weight matrix as float32: itself, or widened from a small-weights file (a new array;
     the forward pass widens one matrix at a time, so a whole float32 model never exists)."""
     if isinstance(w, Int8Array):
-        out = w.values.astype(FLOAT)
+        out = np.empty(w.values.shape, FLOAT)
+        np.copyto(out, w.values)
         out *= w.scale
         return out
-    return w if w.dtype == FLOAT else w.astype(FLOAT)
+    if w.dtype == FLOAT:
+        return w
+    out = np.empty(w.shape, FLOAT)
+    np.copyto(out, w)  # from float16: 8x faster than .astype (NumPy 2.4 takes a slow path there)
+    return out
 
 
 def embedding_rows(table: Matrix, ids: np.ndarray) -> np.ndarray:  # [V, D], [n] -> [n, D]
