@@ -539,10 +539,7 @@ RSS_PRELUDE = (
     "ids = np.random.default_rng(0).integers(106, 28996, size=(32, 128), dtype=np.int64)\n"
     "mask = np.ones_like(ids)\n"
 )
-RSS_EPILOGUE = (
-    "assert h.shape == (32, 128, 768)\n"
-    "print('MAXRSS_KB', peak_rss_kb())\n"
-)
+RSS_EPILOGUE = "assert h.shape == (32, 128, 768)\nprint('MAXRSS_KB', peak_rss_kb())\n"
 # A fresh process embedding one sentence with an npdistil file (the small-machine case).
 ONE_SENTENCE_CODE = (
     PEAK_RSS + "import npdistil\n"
