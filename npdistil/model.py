@@ -123,8 +123,8 @@ def embed(
     if emb.token_type is not None:  # BERT: + the embedding of sentence A or B
         types = np.zeros_like(ids) if token_types is None else token_types
         added += emb.token_type[types]
+    # = reference.embed, on rows of the flat token axis
     return layer_norm(x, emb.norm, eps, residual=added)  # LN(word + position (+ type))
-    # = reference.embed, rows taken from the flat axis
 
 
 def self_attention(
