@@ -22,6 +22,8 @@ __all__ = ["EncoderConfig", "DistilBertConfig", "MODEL_TYPES"]
 MODEL_TYPES = ("distilbert", "bert")
 # Activations npdistil implements, by their Hugging Face names.
 ACTIVATIONS = ("gelu", "relu")
+# transformers' problem types of a sequence classifier (None: decided by the number of labels).
+PROBLEM_TYPES = (None, "single_label_classification", "multi_label_classification", "regression")
 
 # BERT's config.json name -> the field it fills (the same meaning under DistilBERT's name).
 _BERT_NAMES = {
@@ -77,6 +79,10 @@ class EncoderConfig:
     type_vocab_size: int = 0
     # Task heads: the label names of classification heads, by index.
     id2label: dict[int, str] = field(default_factory=dict, hash=False, compare=False)
+    # How a sequence classifier's logits become scores: "single_label_classification" (softmax),
+    # "multi_label_classification" (sigmoid per label) or "regression" (the raw value); None
+    # lets the number of labels decide, as transformers' text-classification pipeline does.
+    problem_type: str | None = None
     architectures: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -116,11 +122,20 @@ class EncoderConfig:
             )
         if self.model_type == "distilbert" and types:
             raise ConfigError("config: DistilBERT has no token-type embeddings (type_vocab_size 0)")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(
+                f"config: problem_type {self.problem_type!r} is not one of {PROBLEM_TYPES}"
+            )
 
     @property
     def head_dim(self) -> int:
         """Dh, the width of one attention head."""
         return self.dim // self.n_heads
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        """Label name -> index, the inverse of ``id2label``."""
+        return {name: i for i, name in self.id2label.items()}
 
     @property
     def attention_scale(self) -> float:
@@ -135,7 +150,8 @@ class EncoderConfig:
             raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
         model_type = data.get("model_type")
         if model_type == "distilbert":
-            known = {f for f in cls.__dataclass_fields__ if f not in ("id2label", "architectures")}
+            skip = ("id2label", "architectures", "problem_type")
+            known = {f for f in cls.__dataclass_fields__ if f not in skip}
             kwargs: dict[str, Any] = {k: data[k] for k in known if k in data}
         elif model_type == "bert":
             kwargs = _bert_fields(data, source)
@@ -151,6 +167,7 @@ class EncoderConfig:
         except (AttributeError, ValueError) as exc:
             raise ConfigError(f"{source}: id2label must map integers to names") from exc
         kwargs["architectures"] = tuple(data.get("architectures") or ())
+        kwargs["problem_type"] = data.get("problem_type")
         try:
             return cls(**kwargs)
         except ConfigError as exc:
@@ -178,7 +195,7 @@ class EncoderConfig:
             del data["type_vocab_size"]
             return data
         out = {hf: data.pop(ours) for hf, ours in _BERT_NAMES.items()}
-        out |= {k: data[k] for k in ("model_type", "architectures", "id2label")}
+        out |= {k: data[k] for k in ("model_type", "architectures", "id2label", "problem_type")}
         out["position_embedding_type"] = "absolute"
         return out
 

@@ -260,6 +260,75 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
+    # ---- ids and strings, as transformers' tokenizers name them --------------------------------
+
+    def convert_ids_to_tokens(self, ids: int | Iterable[int]) -> str | list[str]:
+        """The token string of an id, or of each id.
+
+        >>> tok = Tokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"])
+        >>> tok.convert_ids_to_tokens([2, 5, 6, 3])
+        ['[CLS]', 'play', '##ing', '[SEP]']
+        """
+        if isinstance(ids, (int, np.integer)):
+            return self._token(int(ids))
+        return [self._token(int(i)) for i in ids]
+
+    def convert_tokens_to_ids(self, tokens: str | Iterable[str]) -> int | list[int]:
+        """The id of a token string, or of each (unknown strings get the unknown token's id)."""
+        if isinstance(tokens, str):
+            return self._id(tokens)
+        return [self._id(t) for t in tokens]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Token ids back to text, as the checkpoint's decoder joins word pieces.
+
+        >>> tok = Tokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"])
+        >>> tok.decode([2, 5, 6, 3]), tok.decode([2, 5, 6, 3], skip_special_tokens=True)
+        ('[CLS] playing [SEP]', 'playing')
+        """
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        """Ids of the special tokens ([PAD], [UNK], [CLS], [SEP], [MASK], ...)."""
+        added = self._tok.get_added_tokens_decoder()
+        return sorted(i for i, t in added.items() if t.special)
+
+    @property
+    def mask_token(self) -> str:
+        """The token fill-mask predicts ("[MASK]" in BERT and DistilBERT vocabularies)."""
+        added = self._tok.get_added_tokens_decoder()
+        for i in sorted(added):
+            if added[i].special and added[i].content in _MASK_TOKENS:
+                return added[i].content
+        for token in _MASK_TOKENS:  # a vocabulary that lists it without marking it special
+            if self._tok.token_to_id(token) is not None:
+                return token
+        raise CheckpointError("this tokenizer has no mask token ([MASK])")
+
+    @property
+    def mask_token_id(self) -> int:
+        return self._id(self.mask_token)
+
+    def _token(self, i: int) -> str:
+        token = self._tok.id_to_token(i)
+        if token is None:
+            raise InputError(f"token id {i} is outside the vocabulary [0, {self.vocab_size})")
+        return token
+
+    def _id(self, token: str) -> int:
+        i = self._tok.token_to_id(token)
+        if i is None:
+            i = self._tok.token_to_id(self.unk_token)
+        if i is None:
+            raise InputError(f"token {token!r} is not in the vocabulary, which has no unknown token")
+        return i
+
+    @property
+    def unk_token(self) -> str:
+        """The token unknown words become ("[UNK]")."""
+        return str(json.loads(self._json)["model"].get("unk_token", "[UNK]"))
+
     @property
     def n_special(self) -> int:
         """Special tokens added around every sequence (2 for BERT: [CLS] and [SEP])."""
@@ -413,6 +482,9 @@ class Tokenizer:
                 out.append((piece, np.full(len(piece.ids), slot.text_type, dtype=np.int64)))
         return out
 
+
+# Mask tokens by their usual spellings: BERT's vocabularies, and RoBERTa-style ones.
+_MASK_TOKENS = ("[MASK]", "<mask>")
 
 # Runs of characters between ASCII spaces. Cutting a text just after such a run never splits
 # a word, so the pieces before the cut are those of the whole text.
