@@ -198,3 +198,71 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+# ---- the command line --------------------------------------------------------------------------
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[Any], str]:
+    from npdistil import cli
+
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, [json.loads(line) for line in out.splitlines()], err
+
+
+def test_cli_fill_mask_prints_the_pipeline_results(capsys: pytest.CaptureFixture[str]) -> None:
+    ref = reference("fill_mask")["models"]["tiny-mlm"]
+    (run,) = [r for r in ref["runs"] if r["kwargs"] == {"top_k": 2}]
+    folder = str(FIXTURES / "tiny-mlm")
+    status, records, _ = run_cli(
+        capsys, "fill-mask", "--model", folder, "--top-k", "2", *ref["texts"]
+    )
+    assert status == 0
+    assert [r["id"] for r in records] == list(range(1, len(ref["texts"]) + 1))
+    for record, expected in zip(records, run["results"], strict=True):
+        for a, b in zip(_flat(record["result"]), _flat(expected), strict=True):
+            assert a["token"] == b["token"] and a["sequence"] == b["sequence"]
+            assert abs(a["score"] - b["score"]) <= SCORE_LIMIT
+
+
+def test_cli_classify_reads_pairs_from_jsonl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = reference("classify")["models"]["tiny-bert-seqcls"]
+    source = tmp_path / "pairs.jsonl"
+    lines = [
+        json.dumps({"id": f"p{i}", "premise": a, "hypothesis": b})
+        for i, (a, b) in enumerate(ref["pairs"])
+    ]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    target = tmp_path / "labels.jsonl"
+    args = ["--input", str(source), "--field", "premise", "--pair-field", "hypothesis"]
+    status, _, err = run_cli(
+        capsys,
+        "classify",
+        "--model",
+        str(FIXTURES / "tiny-bert-seqcls"),
+        *args,
+        "--top-k",
+        "all",
+        "--output",
+        str(target),
+    )
+    assert status == 0 and f"wrote 3 result(s) to {target}" in err
+    records = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in records] == ["p0", "p1", "p2"]
+    for record, expected in zip(records, ref["pair_results"], strict=True):
+        assert [d["label"] for d in record["result"]] == [d["label"] for d in expected]
+        scores = [d["score"] for d in record["result"]]
+        assert np.allclose(scores, [d["score"] for d in expected], atol=SCORE_LIMIT, rtol=0)
+
+
+def test_cli_task_errors_name_the_text(capsys: pytest.CaptureFixture[str]) -> None:
+    folder = str(FIXTURES / "tiny-mlm")
+    status, _, err = run_cli(capsys, "fill-mask", "--model", folder, "a [MASK]", "no mask")
+    assert status == 1 and "argument 2 has no [MASK]" in err
+    status, _, err = run_cli(capsys, "classify", "--model", folder, "--pair-field", "b", "text")
+    assert status == 2 and "--pair-field applies to .jsonl input" in err
+    status, _, err = run_cli(capsys, "classify", "--model", folder, "text")
+    assert status == 1 and "no sequence_classification head" in err
