@@ -194,6 +194,10 @@ def encode(
     quiet = long_text is None and max_seq_length is not None
     long_text = long_text or ("truncate" if max_seq_length is not None else "window")
     window = window or max_seq_length
+    keep = None  # what is kept of each text's hidden states as they arrive
+    if output_value == "sentence_embedding":  # its pooled vector: [n, D] -> [D * len(modes)]
+        modes = (pooling,) if pooling else sentence.pooling.modes
+        keep = lambda seq: pool([seq], modes, skip)[0]  # noqa: E731
     results, pieces_of = _hidden_states(
         texts,
         tokenizer,
@@ -205,12 +209,12 @@ def encode(
         show_progress_bar,
         quiet,
         on_batch,
+        keep,
     )
 
     out: Any
     if output_value == "sentence_embedding":
-        modes = (pooling,) if pooling else sentence.pooling.modes
-        x = run_modules(pool(results, modes, skip), sentence.modules[1:])  # [N, E]
+        x = run_modules(np.stack(results), sentence.modules[1:])  # [N, E]
         if truncate_dim is not None:
             x = x[:, :truncate_dim]
         if normalize_embeddings:
@@ -243,9 +247,13 @@ def _hidden_states(
     progress: bool,
     quiet: bool,
     on_batch: Callable[[int, int], None] | None = None,
+    keep: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], list[Tokens]]:
-    """Every text's last hidden states [specials + n, D] (in windows, or truncated), and its
-    word pieces."""
+    """Every text's last hidden states [specials + n, D] (in windows, or truncated), or what
+    ``keep`` makes of them, and its word pieces.
+
+    ``keep`` (a sentence's pooling) is applied to each text as soon as all of it has run, so
+    that only what is kept stays in memory, not every token's vector of every text."""
     room, stride = _room_and_stride(tokenizer, window, stride)
     pieces_of = tokenizer.tokenize(texts, limit=None if long_text == "window" else room)
     _apply_long_text_policy(pieces_of, room, long_text, tokenizer, quiet)
@@ -256,11 +264,24 @@ def _hidden_states(
     pieces = [  # the content ids of every window of every text, text by text, in order
         t.ids[s : s + room] for t, (starts, _) in zip(pieces_of, plans, strict=True) for s in starts
     ]
-    vectors = iter(_run_pieces(pieces, tokenizer, run, batch_size, progress, on_batch))
-    results = []  # per text: [specials + tokens, D], pieces being grouped by text, in order
-    for starts, owner in plans:
-        windows = [(s, next(vectors)) for s in starts]
-        results.append(_stitch(windows, starts, owner, room, tokenizer))
+    text_of = [i for i, (starts, _) in enumerate(plans) for _ in starts]  # piece -> its text
+    start_of = [s for starts, _ in plans for s in starts]  # piece -> its window's start
+    kept = keep or (lambda seq: seq)
+    results: list[np.ndarray] = [np.empty(0)] * len(texts)
+    windows_of: dict[int, dict[int, np.ndarray]] = {}  # texts of several windows, until whole
+
+    def take(j: int, hidden: np.ndarray) -> None:  # piece j's hidden states, as they arrive
+        i = text_of[j]
+        if len(plans[i][0]) == 1:
+            results[i] = kept(hidden)
+        else:  # a copy, so that its batch's array can go
+            windows_of.setdefault(i, {})[start_of[j]] = np.array(hidden)
+
+    _run_pieces(pieces, tokenizer, run, batch_size, progress, on_batch, take)
+    for i, windows in windows_of.items():
+        starts, owner = plans[i]
+        seq = _stitch([(s, windows[s]) for s in starts], starts, owner, room, tokenizer)
+        results[i] = kept(seq)
     return results, pieces_of
 
 
@@ -336,12 +357,13 @@ def _run_pieces(
     run: Encoder,
     batch_size: int,
     progress: bool,
-    on_batch: Callable[[int, int], None] | None = None,
-) -> list[np.ndarray]:
-    """Every piece's hidden states [specials + n, D], run ``batch_size`` at a time in order of
-    length, so that each batch holds pieces of about the same length."""
+    on_batch: Callable[[int, int], None] | None,
+    take: Callable[[int, np.ndarray], None],
+) -> None:
+    """Run every piece, ``batch_size`` at a time in order of length (so that each batch holds
+    pieces of about the same length), giving ``take(j, hidden)`` the hidden states
+    [specials + n, D] of piece j as its batch finishes."""
     order = sorted(range(len(pieces)), key=lambda j: len(pieces[j]))
-    out: list[np.ndarray] = [np.empty(0)] * len(pieces)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     done = 0
     if progress:
@@ -350,12 +372,13 @@ def _run_pieces(
         batches = tqdm(batches, desc="npdistil", unit="batch")
     for batch in batches:
         sequences = [np.concatenate([tok.prefix_ids, pieces[j], tok.suffix_ids]) for j in batch]
-        for j, hidden in zip(batch, run(sequences), strict=True):
-            out[j] = hidden
+        hidden = run(sequences)
+        for k, j in enumerate(batch):
+            take(j, hidden[k])
+        del hidden  # this batch's [N, D] array can go now, not while the next batch runs
         done += len(batch)
         if on_batch is not None:
             on_batch(done, len(pieces))
-    return out
 
 
 def _stitch(

@@ -287,3 +287,26 @@ def test_streaming_memory_stays_flat_as_the_input_grows(tmp_path):
         f"{large / 1e6:.2f} MB for 10,000 lines"
     )
     assert large < 1.5 * small + 1e6
+
+
+def test_sentence_embeddings_keep_only_pooled_vectors_while_running(model):
+    """Each text's token vectors are pooled as soon as the text has run, so a call on many
+    texts never holds every token vector of every text: when a batch runs, no earlier batch's
+    hidden states are alive (texts of several windows excepted, until they are whole)."""
+    import gc
+    import weakref
+
+    alive: list[weakref.ref[np.ndarray]] = []
+    texts = ["Hello world!", "A class definition is an executable statement.", "The", "x y z"]
+
+    def run(sequences: list[np.ndarray]) -> list[np.ndarray]:
+        gc.collect()
+        assert [r for r in alive if r() is not None] == [], "an earlier batch is still held"
+        hidden = model._run_packed(sequences)
+        alive.extend(weakref.ref(h.base if h.base is not None else h) for h in hidden)
+        return hidden
+
+    tok = model.tokenizer
+    pooled = npdistil.encode.encode(texts, tok, run, batch_size=1)
+    assert len(alive) == len(texts)
+    np.testing.assert_array_equal(pooled, model.encode(texts, batch_size=1))
