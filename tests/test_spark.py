@@ -88,6 +88,9 @@ def spark(folder):
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.shuffle.partitions", "2")
+            # Spark Connect (one test) on a port the system picks: the default 15002 may be
+            # taken, by another test run on the same machine for one.
+            .config("spark.connect.grpc.binding.port", "0")
             .config("spark.python.daemon.module", "spark_worker_log")
             .config("spark.executorEnv.NPDISTIL_SPARK_WORKER_LOG", str(folder / "workers.log"))
             .config("spark.executorEnv.NPDISTIL_CACHE", str(folder / "worker-cache"))
@@ -420,7 +423,7 @@ print(json.dumps(out))
 
 def _connect_server(spark) -> str:
     """Start a Spark Connect server in the session's own JVM; its address. (Its port, chosen
-    by the server, is only reachable by reflection.)"""
+    by the system (binding port 0), is only reachable by reflection.)"""
     jvm, gateway = spark._jvm, spark.sparkContext._gateway
     jvm.org.apache.spark.sql.connect.service.SparkConnectService.start(spark._jsc.sc())
     service = jvm.java.lang.Class.forName(
