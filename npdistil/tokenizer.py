@@ -159,8 +159,8 @@ class Tokenizer:
     >>> tok(["hello world"]).input_ids.tolist()
     [[2, 4, 5, 3]]
     >>> pair = tok(["hello"], ["world"])
-    >>> pair.input_ids.tolist(), pair.token_type_ids.tolist()
-    ([[2, 4, 3, 5, 3]], [[0, 0, 0, 1, 1]])
+    >>> pair.input_ids.tolist(), pair.token_type_ids.tolist(), pair.sequence_ids.tolist()
+    ([[2, 4, 3, 5, 3]], [[0, 0, 0, 1, 1]], [[-1, 0, -1, 1, -1]])
 
     ``token_types=False`` (models without token-type embeddings, DistilBERT) leaves
     ``Batch.token_type_ids`` None; ``lowercase=True`` lowercases every text first, as

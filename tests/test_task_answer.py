@@ -139,6 +139,7 @@ def test_batching_changes_nothing(qa: tuple[str, npdistil.DistilBert]) -> None:
         (["Who?", ""], "Some context.", {}, "question 1 is empty"),
         ("Who?", ["Some context.", ""], {}, "context 1 is empty"),
         ("Who?", "   ", {}, "context 0 has no tokens"),
+        ("Who?", ["Fine.", "Bad \udc80"], {}, "context 1 is not valid Unicode"),
         ([], "Some context.", {}, "no question given"),
         (["Who?", "What?"], ["a", "b", "c"], {}, "2 questions but 3 contexts"),
         (["Who?", "word " * 40], "Some context.", {}, "question 1 has .* tokens"),

@@ -84,9 +84,9 @@ def answer(
     ['it in 1843', 'wrote it in 1843']
     """
     questions, contexts, single = _pairs(question, context)
-    for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
+    counts = (("top_k", top_k), ("max_answer_len", max_answer_len), ("batch_size", batch_size))
+    for name, value in counts:
         _check_positive(name, value)
-    _check_positive("batch_size", batch_size)
     tok = model.tokenizer
     max_seq_len = _max_seq_len(max_seq_len, model.config.max_position_embeddings, tok)
     stride = min(max_seq_len // 2, MAX_DOC_STRIDE) if doc_stride is None else doc_stride
@@ -123,7 +123,7 @@ def best_spans(
     scores = np.triu(np.tril(np.outer(p_start, p_end), max_answer_len - 1))  # [n, n]
     k = min(k, int(np.minimum(max_answer_len, np.arange(n, 0, -1)).sum()))  # spans there are
     flat = -scores.ravel()
-    top = np.argpartition(flat, k - 1)[:k] if k < flat.size else np.arange(flat.size)
+    top = np.argpartition(flat, k - 1)[:k]  # the k best, in no order
     top = top[np.argsort(flat[top], kind="stable")]
     starts, ends = np.divmod(top, n)
     return starts, ends, scores[starts, ends]
@@ -161,6 +161,12 @@ def _texts(name: str, value: object) -> list[str]:
             raise InputTypeError(f"{name} {i} is a {type(text).__name__}, not a str")
         if not text:
             raise InputError(f"{name} {i} is empty")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                f"{name} {i} is not valid Unicode: lone surrogate at character {exc.start}"
+            ) from None
     return list(value)
 
 
