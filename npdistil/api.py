@@ -19,6 +19,8 @@ from .errors import InputError, InputTypeError, NpdistilError
 from .layout import Heads
 from .loader import DEFAULT_MODEL, resolve
 from .tasks import answer as _answer
+from .tasks import classify as _classify
+from .tasks import fill_mask as _fill_mask
 from .tokenizer import Tokenizer
 
 __all__ = ["DistilBert", "load"]
@@ -239,6 +241,15 @@ class DistilBert:
     def _run_packed(self, sequences: list[np.ndarray]) -> list[np.ndarray]:
         return M.forward_packed(sequences, self._file.weights, self.config)
 
+    def forward_packed(
+        self, sequences: list[np.ndarray], token_types: list[np.ndarray] | None = None
+    ) -> list[np.ndarray]:
+        """The last hidden state of each sequence of token ids (special tokens included),
+        [n_i] -> [n_i, D], run together without padding: each sequence's numbers are those it
+        gets alone (``model.forward_packed``). Sequences are not checked: give ids from
+        ``model.tokenizer``."""
+        return M.forward_packed(sequences, self._file.weights, self.config, token_types)
+
     @property
     def sentence_modules(self) -> S.SentenceModel:
         """What runs after the encoder in ``encode``: a sentence-transformers folder's modules
@@ -419,6 +430,28 @@ class DistilBert:
         hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.masked_lm_logits(hidden, head, self.config)
 
+    def fill_mask(
+        self,
+        texts: str | Iterable[str],
+        *,
+        top_k: int = 5,
+        targets: str | list[str] | None = None,
+    ) -> list[Any]:
+        """The likeliest tokens for each mask token (``model.tokenizer.mask_token``) of each
+        text, as transformers' ``pipeline("fill-mask")``: dicts with ``score``, ``token``,
+        ``token_str`` and ``sequence``, best first. One text with one mask gives a list of
+        ``top_k`` dicts; with several masks, one such list per mask; a list of texts gives a
+        list of those. ``targets`` limits the candidates to these tokens.
+
+        >>> model = load("tests/fixtures/tiny-mlm")  # random weights: random guesses
+        >>> best = model.fill_mask("A class definition is an executable [MASK].", top_k=2)
+        >>> [(b["token_str"], round(b["score"], 3)) for b in best]
+        [('##tribute', 0.067), ('un', 0.058)]
+        >>> best[0]["sequence"]
+        'A class definition is an executabletribute.'
+        """
+        return _fill_mask.fill_mask(self, texts, top_k=top_k, targets=targets)
+
     def sequence_classification(
         self,
         input_ids: np.ndarray,
@@ -431,6 +464,41 @@ class DistilBert:
         head = self._head("sequence_classification")
         hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.sequence_classification_logits(hidden, head)
+
+    def classify(
+        self,
+        texts: str | Iterable[str],
+        pairs: str | Iterable[str] | None = None,
+        *,
+        top_k: int | None = 1,
+        function_to_apply: str | None = None,
+    ) -> list[Any]:
+        """Label each text (or each text pair) with the sequence classifier, as transformers'
+        ``pipeline("text-classification", top_k=...)``: the ``top_k`` best labels (``None``:
+        all), best first, as ``{"label", "score"}`` dicts named by ``config.id2label``. One
+        text gives one list; a list of texts, a list of lists. Scores are a softmax over the
+        labels, or a sigmoid per label for ``problem_type`` "multi_label_classification" and
+        single-label heads, or raw for "regression"; ``function_to_apply`` ("softmax",
+        "sigmoid", "none") overrides.
+
+        >>> model = load("tests/fixtures/tiny-seqcls")  # random weights: random labels
+        >>> model.classify("Hello world!")
+        [{'label': 'negative', 'score': 0.733...}]
+        """
+        return _classify.classify(
+            self, texts, pairs, top_k=top_k, function_to_apply=function_to_apply
+        )
+
+    def multiple_choice(self, prompt: str, choices: list[str]) -> list[dict[str, Any]]:
+        """Score each choice as the continuation of (or answer to) ``prompt`` with a
+        multiple-choice head (DistilBertForMultipleChoice, BertForMultipleChoice): a softmax
+        over the choices, best first, as ``{"choice", "index", "score"}`` dicts.
+
+        >>> model = load("tests/fixtures/tiny-mc")  # random weights: random choices
+        >>> [c["index"] for c in model.multiple_choice("Hello", ["world!", "The", "class"])]
+        [...]
+        """
+        return _classify.multiple_choice(self, prompt, choices)
 
     def token_classification(
         self,

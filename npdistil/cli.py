@@ -197,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tensors", action="store_true", help="print the weight tree with shapes instead"
     )
     _inside_parsers(sub, hub)
+    _task_parsers(sub, hub)
 
     k = sub.add_parser("cache", help="npdistil's cache of converted files ($NPDISTIL_CACHE)")
     ks = k.add_subparsers(dest="action", required=True)
@@ -413,6 +414,7 @@ class _Text(NamedTuple):
     id: Any  # the line number (1-based), a .jsonl record's id field, or the argument's position
     where: str  # for messages: "file:line" or "argument N"
     text: str
+    pair: str | None = None  # a task's second text (.jsonl --pair-field / --question-field)
 
 
 class _Input:
@@ -464,7 +466,11 @@ class _Input:
                 raise InputError(f"{where}: not valid JSON ({exc})") from None
             if not isinstance(record, dict) or not isinstance(record.get(field), str):
                 raise InputError(f"{where}: no string field {field!r}")
-            yield _Text(record.get(id_field, n), where, record[field])
+            pair_field = getattr(self.args, "pair_field", None)
+            if pair_field is not None and not isinstance(record.get(pair_field), str):
+                raise InputError(f"{where}: no string field {pair_field!r}")
+            pair = None if pair_field is None else record[pair_field]
+            yield _Text(record.get(id_field, n), where, record[field], pair)
 
 
 def _decoded_lines(f: BinaryIO, name: str, encoding: str, errors: str) -> Iterator[tuple[int, str]]:
@@ -767,6 +773,133 @@ def _attention(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- task heads: fill-mask, classify, entities, answer -----------------------------------------
+
+
+def _task_parsers(sub: Any, hub: argparse.ArgumentParser) -> None:
+    """The task commands share how texts come in (arguments, a file or stdin, as for embed)
+    and go out: one JSON line per text, ``{"id": ..., "result": ...}``, the result as the
+    Python method returns it (transformers' pipeline keys)."""
+    texts = _Parser(add_help=False)
+    _model_option(texts)
+    texts.add_argument("--input", help="a .txt file (one text per line) or .jsonl; - for stdin")
+    texts.add_argument(
+        "--input-format", choices=["txt", "jsonl"], help="default: from the --input suffix"
+    )
+    texts.add_argument("--field", help="the text field of .jsonl input (default: text)")
+    texts.add_argument(
+        "--id-field", help="the id field of .jsonl input (default: id, else the line number)"
+    )
+    texts.add_argument("--encoding", type=_encoding, help="of --input (default: utf-8)")
+    texts.add_argument("--errors", choices=_ERRORS, help="bytes --input can't decode")
+    texts.add_argument("--output", help="write JSON Lines to this file (default: stdout)")
+
+    f = sub.add_parser(
+        "fill-mask", parents=[hub, texts], help="the likeliest tokens for each [MASK] of texts"
+    )
+    f.add_argument("texts", nargs="*", help="texts with the model's mask token ([MASK])")
+    f.add_argument("--top-k", type=_positive, default=5, help="(default: %(default)s)")
+    f.add_argument(
+        "--target", action="append", help="only this token as a candidate (repeat for more)"
+    )
+
+    c = sub.add_parser("classify", parents=[hub, texts], help="label texts (or text pairs)")
+    c.add_argument("texts", nargs="*", help="texts to classify")
+    c.add_argument("--top-k", type=_top_k, default=1, help="labels per text, or all")
+    c.add_argument("--function-to-apply", choices=["softmax", "sigmoid", "none"])
+    c.add_argument("--pair-field", help=".jsonl input: each text's pair (e.g. a hypothesis)")
+
+
+def _top_k(text: str) -> int | None:
+    return None if text == "all" else _positive(text)
+
+
+def _task(args: argparse.Namespace, run: Callable[[DistilBert, list[_Text]], list[Any]]) -> int:
+    """Read texts, run ``run`` on them a chunk at a time, write one JSON line per text."""
+    if bool(args.texts) == (args.input is not None):
+        raise UsageError("give texts as arguments or --input FILE (- for stdin), one of the two")
+    in_fmt = _input_format(args) if args.input is not None else None
+    for flag, given in (
+        ("--input-format", args.input_format),
+        ("--encoding", args.encoding),
+        ("--errors", args.errors),
+    ):
+        if given and args.input is None:
+            raise UsageError(f"{flag} applies to --input")
+    for flag, given in (
+        ("--field", args.field),
+        ("--id-field", args.id_field),
+        ("--pair-field", getattr(args, "pair_field", None)),
+    ):
+        if given and in_fmt != "jsonl":
+            raise UsageError(f"{flag} applies to .jsonl input")
+    _no_revision_for_local(args, args.model)
+    texts = _Input(args, in_fmt or "txt")
+    try:
+        model = load(args.model, revision=args.revision, local_files_only=args.offline)
+        to_file = args.output not in (None, "-")
+        with contextlib.ExitStack() as stack:
+            if to_file:
+                from .storage import is_regular_target, open_replacing
+
+                if is_regular_target(args.output):
+                    out = stack.enter_context(open_replacing(Path(args.output)))
+                else:
+                    out = stack.enter_context(open(args.output, "wb"))
+            else:
+                out = sys.stdout.buffer
+            n = 0
+            stream = iter(texts)
+            while chunk := list(itertools.islice(stream, 256)):
+                for t, result in zip(chunk, _located(run, model, chunk), strict=True):
+                    record = {"id": t.id, "result": result}
+                    out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+                    n += 1
+                out.flush()
+        if to_file:
+            print(f"wrote {n} result(s) to {args.output}", file=sys.stderr)
+    finally:
+        texts.close()
+    return 0
+
+
+def _located(
+    run: Callable[[DistilBert, list[_Text]], list[Any]], model: DistilBert, chunk: list[_Text]
+) -> list[Any]:
+    """``run`` on a chunk, its errors and warnings naming each text's file and line."""
+    wheres = [t.where for t in chunk]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            results = run(model, chunk)
+        except (InputError, InputTypeError) as exc:
+            raise type(exc)(_locate(str(exc), wheres)) from None
+    for w in caught:
+        print(f"npdistil: warning: {_locate(str(w.message), wheres)}", file=sys.stderr)
+    return results
+
+
+def _fill_mask(args: argparse.Namespace) -> int:
+    def run(model: DistilBert, chunk: list[_Text]) -> list[Any]:
+        texts = [t.text for t in chunk]
+        return model.fill_mask(texts, top_k=args.top_k, targets=args.target)
+
+    return _task(args, run)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    def run(model: DistilBert, chunk: list[_Text]) -> list[Any]:
+        pairs = None if args.pair_field is None else [str(t.pair) for t in chunk]
+        return model.classify(
+            [t.text for t in chunk],
+            pairs,
+            top_k=args.top_k,
+            function_to_apply=args.function_to_apply,
+        )
+
+    return _task(args, run)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "embed": _embed,
     "convert": _convert,
@@ -775,6 +908,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cache": _cache,
     "trace": _trace,
     "attention": _attention,
+    "fill-mask": _fill_mask,
+    "classify": _classify,
 }
 
 

@@ -122,6 +122,8 @@ def download(
                 )
             )
         except hf_errors.LocalEntryNotFoundError:  # before EntryNotFoundError: a subclass
+            if offline and not required:  # a file the cache lacks: the next choice may be there
+                return None
             why = (
                 "offline mode is on (--offline, HF_HUB_OFFLINE=1 or local_files_only)"
                 if offline
@@ -155,11 +157,21 @@ def download(
     commit = config_path.parent.name  # <cache>/models--org--name/snapshots/<commit>/config.json
     weights = next((p for name in WEIGHT_FILES if (p := fetch(name, commit, False))), None)
     if weights is None:
-        raise HubError(f"{repo_id}@{revision}: no weights file ({' or '.join(WEIGHT_FILES)})")
-    if fetch("tokenizer.json", commit, required=False) is None and fetch(
-        "vocab.txt", commit, required=False
-    ):
-        fetch("tokenizer_config.json", commit, required=False)
+        names = " or ".join(WEIGHT_FILES)
+        if offline:
+            raise HubUnreachableError(
+                f"{repo_id}@{revision}: no weights file ({names}) in the local cache and offline "
+                "mode is on; download the model once while online, or pass a local folder"
+            )
+        raise HubError(f"{repo_id}@{revision}: no weights file ({names})")
+    if fetch("tokenizer.json", commit, required=False) is None:
+        if fetch("vocab.txt", commit, required=False):
+            fetch("tokenizer_config.json", commit, required=False)
+        elif offline:  # not cached, or not in the repository: offline, we can't tell which
+            raise HubUnreachableError(
+                f"{repo_id}@{revision}: no tokenizer (tokenizer.json or vocab.txt) in the local "
+                "cache and offline mode is on; download the model once while online"
+            )
 
     def fetch_module_file(filename: str) -> Path | None:
         """A sentence-transformers file, or None if the repository has none. Offline, what

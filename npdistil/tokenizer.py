@@ -290,7 +290,8 @@ class Tokenizer:
     def convert_ids_to_tokens(self, ids: int | Iterable[int]) -> str | list[str]:
         """The token string of an id, or of each id.
 
-        >>> tok = Tokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"])
+        >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"]
+        >>> tok = Tokenizer.from_vocab(vocab)
         >>> tok.convert_ids_to_tokens([2, 5, 6, 3])
         ['[CLS]', 'play', '##ing', '[SEP]']
         """
@@ -304,10 +305,15 @@ class Tokenizer:
             return self._id(tokens)
         return [self._id(t) for t in tokens]
 
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a token of the vocabulary, None if it is not one."""
+        return self._tok.token_to_id(token)
+
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Token ids back to text, as the checkpoint's decoder joins word pieces.
 
-        >>> tok = Tokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"])
+        >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"]
+        >>> tok = Tokenizer.from_vocab(vocab)
         >>> tok.decode([2, 5, 6, 3]), tok.decode([2, 5, 6, 3], skip_special_tokens=True)
         ('[CLS] playing [SEP]', 'playing')
         """

@@ -191,3 +191,24 @@ def test_force_download_picks_up_a_new_commit(fake_hub):
     second = fake_hub.add_repo(REPO, _st_only("tiny-sinusoidal"))
     assert npdistil.load(REPO).source["commit"] == first  # cached: no request
     assert npdistil.load(REPO, force_download=True).source["commit"] == second
+
+
+def test_offline_bin_only_repo_converts_from_the_hf_cache(fake_hub, monkeypatch, tmp_path):
+    """A repository with pytorch_model.bin and vocab.txt only, downloaded once: offline, the
+    cache's files are enough (model.safetensors and tokenizer.json are not asked for)."""
+    fake_hub.add_repo(REPO, _files(skip=("model.safetensors", "tokenizer.json")))
+    npdistil.load(REPO)
+    offline(monkeypatch)
+    fake_hub.reset_requests()
+    _check_numbers(npdistil.load(REPO, cache_dir=tmp_path / "other-npdistil-cache"))
+    assert fake_hub.requests == []
+
+
+def test_offline_with_config_but_no_weights_cached_is_a_clear_error(fake_hub, monkeypatch):
+    import huggingface_hub
+
+    fake_hub.add_repo(REPO, _st_only())
+    huggingface_hub.hf_hub_download(REPO, "config.json")  # only the config is cached
+    offline(monkeypatch)
+    with pytest.raises(HubError, match="no weights file .* in the local cache"):
+        npdistil.load(REPO)

@@ -1,0 +1,45 @@
+"""Texts through the encoder a batch at a time, each text's hidden states its own.
+
+The tasks run the encoder packed (``model.forward_packed``): no padding, and each text's
+numbers are those it gets alone, whatever else is in its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+from ..tokenizer import Batch
+
+if TYPE_CHECKING:
+    from ..api import DistilBert
+
+__all__ = ["BATCH_SIZE", "in_batches", "hidden_rows"]
+
+BATCH_SIZE = 32  # texts (or windows) per forward pass
+T = TypeVar("T")
+
+
+def in_batches(items: Sequence[T], size: int = BATCH_SIZE) -> Iterator[tuple[int, Sequence[T]]]:
+    """``(start, items[start:start + size])`` for each batch.
+
+    >>> [(s, list(b)) for s, b in in_batches("abcde", 2)]
+    [(0, ['a', 'b']), (2, ['c', 'd']), (4, ['e'])]
+    """
+    for start in range(0, len(items), size):
+        yield start, items[start : start + size]
+
+
+def hidden_rows(model: DistilBert, batch: Batch) -> list[np.ndarray]:
+    """The last hidden state of each row of a tokenized batch, without its padding:
+    B x [n_i, D]."""
+    lengths = batch.attention_mask.sum(axis=1)
+    ids = [row[:n] for row, n in zip(batch.input_ids, lengths, strict=True)]
+    types = (
+        None
+        if batch.token_type_ids is None
+        else [row[:n] for row, n in zip(batch.token_type_ids, lengths, strict=True)]
+    )
+    return model.forward_packed(ids, types)

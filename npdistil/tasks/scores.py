@@ -1,0 +1,28 @@
+"""Logits -> scores, as the pipelines compute them; in float64, since scores are compared
+with transformers' to 1e-5 and a probability near 1 keeps few float32 digits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["softmax", "sigmoid"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:  # [..., n] -> [..., n]
+    """Probabilities over the last axis, the largest logit subtracted first.
+
+    >>> softmax(np.array([0.0, np.log(3.0)])).round(3).tolist()
+    [0.25, 0.75]
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    x = np.exp(x - x.max(axis=-1, keepdims=True))
+    return x / x.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """Each logit's own probability, 1 / (1 + exp(-x)).
+
+    >>> sigmoid(np.array([0.0])).tolist()
+    [0.5]
+    """
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
