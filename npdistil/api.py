@@ -536,7 +536,7 @@ class DistilBert:
         max_seq_len: int | None = None,
         handle_impossible_answer: bool = False,
         align_to_words: bool = True,
-        batch_size: int = 32,
+        batch_size: int = _answer.BATCH_SIZE,
     ) -> _answer.Result | list[_answer.Result]:
         """Extractive question answering, as transformers' question-answering pipeline: the
         span of ``context`` that best answers ``question``, as a dict with the pipeline's keys
@@ -556,7 +556,6 @@ class DistilBert:
         >>> model.answer("Who wrote it?", "Ada Lovelace wrote it in 1843.")
         {'score': 0.0131..., 'start': 4, 'end': 18, 'answer': 'Lovelace wrote'}
         """
-        self._head("question_answering")  # the checkpoint's head, or an error naming it
         return _answer.answer(
             self,
             question,

@@ -5,8 +5,8 @@ and with the pipeline's definitions:
 
 - Each question is paired with its context, ``[CLS] question [SEP] context [SEP]``; a context
   too long for ``max_seq_len`` is cut into windows sharing ``doc_stride`` tokens, and every
-  window runs with the whole question (the windows of every pair are batched through the
-  model).
+  window runs with the whole question (the windows of every pair run through the encoder
+  ``batch_size`` at a time, packed).
 - In each window, start and end logits become probabilities by a softmax over the context's
   tokens and [CLS]. A span (s, e) of the context scores p_start(s) * p_end(e), for
   s <= e < s + ``max_answer_len``. p_start([CLS]) * p_end([CLS]) is the "no answer" score;
@@ -25,8 +25,11 @@ from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 import numpy as np
 
+from .. import model as M
 from ..errors import InputError, InputTypeError
 from ..tokenizer import Tokenizer, Tokens, overflow_windows
+from .batches import BATCH_SIZE, hidden_rows, in_batches
+from .scores import softmax
 
 if TYPE_CHECKING:
     from ..api import DistilBert
@@ -73,7 +76,7 @@ def answer(
     max_seq_len: int | None = None,
     handle_impossible_answer: bool = False,
     align_to_words: bool = True,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
 ) -> Result | list[Result]:
     """Answer ``question`` from ``context``, as transformers' question-answering pipeline:
     ``DistilBert.answer`` documents the options and results.
@@ -83,6 +86,7 @@ def answer(
     >>> [a["answer"] for a in answer(model, "Who?", "Ada wrote it in 1843.", top_k=2)]
     ['it in 1843', 'wrote it in 1843']
     """
+    head = model._head("question_answering")  # the checkpoint's, or an error naming it
     questions, contexts, single = _pairs(question, context)
     counts = (("top_k", top_k), ("max_answer_len", max_answer_len), ("batch_size", batch_size))
     for name, value in counts:
@@ -98,7 +102,7 @@ def answer(
         for i, (q, c) in enumerate(zip(q_tokens, c_tokens, strict=True))
     ]
     rows = [(q_tokens[i], _slice(c_tokens[i], a, b)) for i, r in enumerate(ranges) for a, b in r]
-    probabilities = iter(_probabilities(model, rows, batch_size))
+    probabilities = iter(_probabilities(model, head, rows, batch_size))
     results: list[Result] = []
     for i, pair_ranges in enumerate(ranges):
         windows = [_Window(a, b, *next(probabilities)) for a, b in pair_ranges]
@@ -227,33 +231,34 @@ def _slice(t: Tokens, start: int, stop: int) -> Tokens:
 
 
 def _probabilities(
-    model: DistilBert, rows: list[tuple[Tokens, Tokens]], batch_size: int
+    model: DistilBert,
+    head: M.QuestionAnsweringHead,
+    rows: list[tuple[Tokens, Tokens]],
+    batch_size: int,
 ) -> list[tuple[np.ndarray, np.ndarray, float]]:
     """For every (question, context window) row: the start and end probabilities of the
     window's context tokens, and the "no answer" score."""
     tok = model.tokenizer
     out = []
-    for at in range(0, len(rows), batch_size):
-        questions, windows = zip(*rows[at : at + batch_size], strict=True)
-        batch = tok.pad(questions, windows)
+    for _, chunk in in_batches(rows, batch_size):
+        batch = tok.pad([q for q, _ in chunk], [w for _, w in chunk])
         assert batch.sequence_ids is not None  # the tokenizer's batches have them
-        start, end = model.question_answering(
-            batch.input_ids, batch.attention_mask, token_type_ids=batch.token_type_ids
-        )  # [b, T] each
-        for r in range(len(windows)):
-            context = batch.sequence_ids[r] == 1
+        for r, hidden in enumerate(hidden_rows(model, batch)):  # [n, D]
+            start, end = M.question_answering_logits(hidden[None], head)  # [1, n] each
+            n = len(hidden)
+            ids, context = batch.input_ids[r, :n], batch.sequence_ids[r, :n] == 1
             # The pipeline keeps [CLS] in the softmax: its probability is the "no answer" one.
-            keep = context | np.isin(batch.input_ids[r], tok.prefix_ids)
-            p_start, p_end = _softmax(start[r], keep), _softmax(end[r], keep)
+            keep = context | np.isin(ids, tok.prefix_ids)
+            p_start, p_end = _softmax_over(start[0], keep), _softmax_over(end[0], keep)
             out.append((p_start[context], p_end[context], float(p_start[0] * p_end[0])))
     return out
 
 
-def _softmax(logits: np.ndarray, keep: np.ndarray) -> np.ndarray:  # [T], [T] -> [T]
-    """Probabilities over the kept tokens (in float64), 0 elsewhere."""
-    x = np.where(keep, logits.astype(np.float64), -np.inf)
-    e = np.exp(x - x.max())
-    return e / e.sum()
+def _softmax_over(logits: np.ndarray, keep: np.ndarray) -> np.ndarray:  # [n], [n] -> [n]
+    """Probabilities over the kept tokens, 0 elsewhere."""
+    p = np.zeros(len(logits))
+    p[keep] = softmax(logits[keep])
+    return p
 
 
 # ---- spans to answers ---------------------------------------------------------------------------
