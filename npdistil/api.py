@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from .convert import ConvertedFile
 from .errors import InputError, InputTypeError, NpdistilError
 from .layout import Heads
 from .loader import DEFAULT_MODEL, resolve
+from .tasks import answer as _answer
 from .tasks import classify as _classify
 from .tasks import fill_mask as _fill_mask
 from .tokenizer import Tokenizer
@@ -523,6 +524,50 @@ class DistilBert:
         head = self._head("question_answering")
         hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.question_answering_logits(hidden, head)
+
+    def answer(
+        self,
+        question: str | Sequence[str],
+        context: str | Sequence[str],
+        *,
+        top_k: int = 1,
+        max_answer_len: int = _answer.MAX_ANSWER_LEN,
+        doc_stride: int | None = None,
+        max_seq_len: int | None = None,
+        handle_impossible_answer: bool = False,
+        align_to_words: bool = True,
+        batch_size: int = _answer.BATCH_SIZE,
+    ) -> _answer.Result | list[_answer.Result]:
+        """Extractive question answering, as transformers' question-answering pipeline: the
+        span of ``context`` that best answers ``question``, as a dict with the pipeline's keys
+        ``score``, ``start``, ``end`` (character offsets: ``context[start:end]``) and
+        ``answer``. A list of questions, of contexts, or of both (pairwise) gives a list of
+        results; ``top_k`` > 1 gives, per question, a list of the best answers (fewer if the
+        context has fewer), best first.
+
+        Contexts of any length run in windows of ``max_seq_len`` tokens (default: the model's
+        positions, at most 384) holding the whole question, neighbours sharing ``doc_stride``
+        tokens (default: half a window, at most 128). Answers are at most ``max_answer_len``
+        tokens (the pipeline's 15), widened to whole words unless ``align_to_words=False``.
+        With ``handle_impossible_answer``, "no answer" (``answer`` "", ``start`` and ``end``
+        0) is returned when its score wins. Windows run ``batch_size`` at a time.
+
+        >>> model = load("tests/fixtures/tiny-qa")  # random weights: the answer is arbitrary
+        >>> model.answer("Who wrote it?", "Ada Lovelace wrote it in 1843.")
+        {'score': 0.0131..., 'start': 4, 'end': 18, 'answer': 'Lovelace wrote'}
+        """
+        return _answer.answer(
+            self,
+            question,
+            context,
+            top_k=top_k,
+            max_answer_len=max_answer_len,
+            doc_stride=doc_stride,
+            max_seq_len=max_seq_len,
+            handle_impossible_answer=handle_impossible_answer,
+            align_to_words=align_to_words,
+            batch_size=batch_size,
+        )
 
     @property
     def heads(self) -> Heads:

@@ -23,7 +23,7 @@ from tokenizers.processors import TemplateProcessing
 
 from .errors import CheckpointError, InputError, InputTypeError
 
-__all__ = ["Tokenizer", "Tokens", "Batch", "check_texts", "longest_first"]
+__all__ = ["Tokenizer", "Tokens", "Batch", "check_texts", "longest_first", "overflow_windows"]
 
 
 class Tokens(NamedTuple):
@@ -48,6 +48,10 @@ class Batch(NamedTuple):
     # [B, T] int64: 0 for the first text of a pair and its specials, 1 for the second (BERT);
     # None for models without token types (DistilBERT), whose tokenizers return none.
     token_type_ids: np.ndarray | None = None
+    # [B, T] int64: which text each token comes from, 0 or 1 (the second text of a pair), -1
+    # for special tokens and padding, as transformers' ``sequence_ids``; every Batch the
+    # Tokenizer makes has them.
+    sequence_ids: np.ndarray | None = None
 
 
 class _Slot(NamedTuple):
@@ -100,6 +104,27 @@ def longest_first(n_a: int, n_b: int, room: int) -> tuple[int, int]:
     return (long, short) if swap else (short, long)
 
 
+def overflow_windows(n: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """Token ranges ``(start, stop)`` cutting ``n`` tokens into windows of ``size`` that share
+    ``stride`` tokens with the next, as tokenizers' truncation with ``stride`` and
+    transformers' ``return_overflowing_tokens=True``: windows step by ``size - stride`` from
+    the first token, and the last one stops at the text's end, possibly short.
+
+    >>> overflow_windows(10, 4, 1), overflow_windows(3, 4, 1)
+    ([(0, 4), (3, 7), (6, 10)], [(0, 3)])
+    """
+    if n <= size:
+        return [(0, n)]
+    if not 0 <= stride < size:
+        raise InputError(f"stride {stride} must be in [0, {size}) for windows of {size} tokens")
+    ranges = []
+    for start in range(0, n, size - stride):
+        ranges.append((start, min(start + size, n)))
+        if start + size >= n:
+            break
+    return ranges
+
+
 def check_texts(texts: str | Iterable[str]) -> list[str]:
     """A list of valid texts, or an error naming the first bad one by its index.
 
@@ -134,8 +159,8 @@ class Tokenizer:
     >>> tok(["hello world"]).input_ids.tolist()
     [[2, 4, 5, 3]]
     >>> pair = tok(["hello"], ["world"])
-    >>> pair.input_ids.tolist(), pair.token_type_ids.tolist()
-    ([[2, 4, 3, 5, 3]], [[0, 0, 0, 1, 1]])
+    >>> pair.input_ids.tolist(), pair.token_type_ids.tolist(), pair.sequence_ids.tolist()
+    ([[2, 4, 3, 5, 3]], [[0, 0, 0, 1, 1]], [[-1, 0, -1, 1, -1]])
 
     ``token_types=False`` (models without token-type embeddings, DistilBERT) leaves
     ``Batch.token_type_ids`` None; ``lowercase=True`` lowercases every text first, as
@@ -437,32 +462,40 @@ class Tokenizer:
             mask[row, : n_pre + n + n_suf] = 1
         return input_ids, mask
 
-    def pad(self, pieces: Sequence[Tokens]) -> Batch:
-        """``pad_ids``, keeping each token's offsets, word id and string."""
-        return self._pad_rows([(p, None) for p in pieces])
+    def pad(self, pieces: Sequence[Tokens], pairs: Sequence[Tokens] | None = None) -> Batch:
+        """``pad_ids``, keeping each token's offsets, word id and string; with ``pairs`` (as
+        many as ``pieces``), each row is the pair ``pieces[i]``, ``pairs[i]``, laid out as
+        ``__call__`` lays out pairs, without truncating them."""
+        if pairs is None:
+            return self._pad_rows([(p, None) for p in pieces])
+        if len(pairs) != len(pieces):
+            raise InputError(f"{len(pieces)} texts but {len(pairs)} pairs: give one each")
+        return self._pad_rows(list(zip(pieces, pairs, strict=True)))
 
     def _pad_rows(self, rows: Sequence[tuple[Tokens, Tokens | None]]) -> Batch:
         """Texts (or pairs) laid out by the post-processor's template and right-padded."""
         if not rows:
             raise InputError("no texts given (an empty batch)")
         laid = [self._lay_out(a, b) for a, b in rows]  # per row: the slots' pieces, in order
-        width = max(sum(len(piece.ids) for piece, _ in row) for row in laid)
+        width = max(sum(len(piece.ids) for piece, _, _ in row) for row in laid)
         b = len(rows)
         input_ids = np.full((b, width), self.pad_id, dtype=np.int64)
         mask = np.zeros((b, width), dtype=np.int64)
         types = np.zeros((b, width), dtype=np.int64)
         offsets = np.zeros((b, width, 2), dtype=np.int64)
         word_ids = np.full((b, width), -1, dtype=np.int64)
+        sequence_ids = np.full((b, width), -1, dtype=np.int64)
         tokens = []
         for r, row in enumerate(laid):
             at = 0
-            for piece, type_ids in row:
+            for piece, type_ids, text in row:
                 span = slice(at, at + len(piece.ids))
                 input_ids[r, span], types[r, span] = piece.ids, type_ids
                 offsets[r, span], word_ids[r, span] = piece.offsets, piece.word_ids
+                sequence_ids[r, span] = text
                 at += len(piece.ids)
             mask[r, :at] = 1
-            tokens.append([t for piece, _ in row for t in piece.tokens])
+            tokens.append([t for piece, _, _ in row for t in piece.tokens])
         return Batch(
             input_ids,
             mask,
@@ -471,11 +504,12 @@ class Tokenizer:
             tokens,
             np.zeros(b, dtype=bool),
             types if self.token_types else None,
+            sequence_ids,
         )
 
-    def _lay_out(self, a: Tokens, b: Tokens | None) -> list[tuple[Tokens, np.ndarray]]:
-        """One row's pieces in template order, each with its token types; special tokens get
-        offsets (0, 0) and word id -1."""
+    def _lay_out(self, a: Tokens, b: Tokens | None) -> list[tuple[Tokens, np.ndarray, int]]:
+        """One row's pieces in template order, each with its token types and the text it comes
+        from (-1: special tokens, which get offsets (0, 0) and word id -1)."""
         out = []
         for slot in self._single if b is None else self._pair:
             if slot.text == -1:
@@ -483,11 +517,12 @@ class Tokenizer:
                 specials = Tokens(
                     slot.ids, np.zeros((n, 2), np.int64), np.full(n, -1, np.int64), slot.tokens
                 )
-                out.append((specials, slot.types))
+                out.append((specials, slot.types, -1))
             else:
                 piece = a if slot.text == 0 else b
                 assert piece is not None
-                out.append((piece, np.full(len(piece.ids), slot.text_type, dtype=np.int64)))
+                types = np.full(len(piece.ids), slot.text_type, dtype=np.int64)
+                out.append((piece, types, slot.text))
         return out
 
 
