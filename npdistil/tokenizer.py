@@ -265,7 +265,8 @@ class Tokenizer:
     def convert_ids_to_tokens(self, ids: int | Iterable[int]) -> str | list[str]:
         """The token string of an id, or of each id.
 
-        >>> tok = Tokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"])
+        >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"]
+        >>> tok = Tokenizer.from_vocab(vocab)
         >>> tok.convert_ids_to_tokens([2, 5, 6, 3])
         ['[CLS]', 'play', '##ing', '[SEP]']
         """
@@ -282,7 +283,8 @@ class Tokenizer:
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Token ids back to text, as the checkpoint's decoder joins word pieces.
 
-        >>> tok = Tokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"])
+        >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"]
+        >>> tok = Tokenizer.from_vocab(vocab)
         >>> tok.decode([2, 5, 6, 3]), tok.decode([2, 5, 6, 3], skip_special_tokens=True)
         ('[CLS] playing [SEP]', 'playing')
         """
@@ -321,7 +323,9 @@ class Tokenizer:
         if i is None:
             i = self._tok.token_to_id(self.unk_token)
         if i is None:
-            raise InputError(f"token {token!r} is not in the vocabulary, which has no unknown token")
+            raise InputError(
+                f"token {token!r} is not in the vocabulary, which has no unknown token"
+            )
         return i
 
     @property
