@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ..errors import InputError, InputTypeError
+from ..reference import softmax
 from ..tokenizer import Tokens, check_texts
 
 if TYPE_CHECKING:
     from ..api import DistilBert
 
-__all__ = ["AggregationStrategy", "STRATEGIES", "Piece", "entities", "window_spans"]
+__all__ = ["AggregationStrategy", "STRATEGIES", "entities"]
 
 AggregationStrategy = Literal["none", "simple", "first", "average", "max"]
 STRATEGIES: tuple[str, ...] = AggregationStrategy.__args__  # type: ignore[attr-defined]
@@ -201,19 +202,9 @@ def _probabilities(model: DistilBert, windows: list[Tokens], batch_size: int) ->
             batch.input_ids, batch.attention_mask, token_type_ids=batch.token_type_ids
         )  # [B, T, L]
         for row, k in enumerate(chunk):
-            out[k] = softmax(logits[row, first : first + len(windows[k].ids)])  # [n, L]
+            rows = logits[row, first : first + len(windows[k].ids)].astype(np.float64)  # [n, L]
+            out[k] = softmax(rows)  # the max subtracted first: no exp overflows
     return out
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:  # [..., L] -> float64 [..., L]
-    """Probabilities over the last axis, in float64, the largest logit subtracted first so
-    that no exp overflows.
-
-    >>> softmax(np.array([1000.0, 1000.0])).tolist()
-    [0.5, 0.5]
-    """
-    z = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
 
 
 # ---- from pieces to entities ------------------------------------------------------------------
