@@ -306,9 +306,9 @@ class Tokenizer:
     @property
     def continuing_subword_prefix(self) -> str | None:
         """What marks a piece that continues a word ("##" in WordPiece vocabularies); None for
-        a tokenizer model that has no such mark."""
+        a tokenizer model that has no such mark (or an empty one)."""
         prefix = getattr(self._tok.model, "continuing_subword_prefix", None)
-        return prefix if isinstance(prefix, str) else None
+        return prefix if isinstance(prefix, str) and prefix else None
 
     @property
     def all_special_ids(self) -> list[int]:
