@@ -151,8 +151,14 @@ def test_bad_texts_are_refused_naming_the_text():
         model.entities([])
 
 
-def test_upper_case_strategy_names_are_accepted_as_in_the_pipeline():
-    case = next(c for c in CASES if c["kwargs"] == {"aggregation_strategy": "max"})
+def test_upper_case_strategy_names_and_one_ignored_label_as_a_str():
+    case = next(
+        c
+        for c in CASES
+        if c["checkpoint"] == "tiny-bert-tokcls" and c["kwargs"] == {"aggregation_strategy": "max"}
+    )
     model = _load(case["checkpoint"])
     got = _entities(model, TEXTS, aggregation_strategy="MAX")  # type: ignore[arg-type]
     _same_entities(got, case["results"], "MAX")
+    alone = _entities(model, TEXTS, aggregation_strategy="max", ignore_labels="O")
+    _same_entities(alone, case["results"], 'ignore_labels="O" (one label, not its letters)')
