@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from .layout import Heads
 from .loader import DEFAULT_MODEL, resolve
 from .tasks import answer as _answer
 from .tasks import classify as _classify
+from .tasks import entities as _entities
 from .tasks import fill_mask as _fill_mask
 from .tokenizer import Tokenizer
 
@@ -511,6 +512,61 @@ class DistilBert:
         head = self._head("token_classification")
         hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.token_classification_logits(hidden, head)
+
+    @overload
+    def entities(  # type: ignore[overload-overlap]  # a str is an Iterable[str] too
+        self,
+        texts: str,
+        *,
+        aggregation_strategy: _entities.AggregationStrategy = ...,
+        ignore_labels: Iterable[str] = ...,
+        stride: int | None = ...,
+        batch_size: int = ...,
+    ) -> list[dict[str, Any]]: ...
+
+    @overload
+    def entities(
+        self,
+        texts: Iterable[str],
+        *,
+        aggregation_strategy: _entities.AggregationStrategy = ...,
+        ignore_labels: Iterable[str] = ...,
+        stride: int | None = ...,
+        batch_size: int = ...,
+    ) -> list[list[dict[str, Any]]]: ...
+
+    def entities(
+        self,
+        texts: str | Iterable[str],
+        *,
+        aggregation_strategy: _entities.AggregationStrategy = "simple",
+        ignore_labels: Iterable[str] = ("O",),
+        stride: int | None = None,
+        batch_size: int = 32,
+    ) -> Any:
+        """Named entities (or any token tags) in one line, as transformers'
+        ``pipeline("token-classification")(texts, aggregation_strategy=..., ignore_labels=...,
+        stride=...)`` gives them: for one text a list of dicts, for a list of texts one list
+        each. ``aggregation_strategy`` is ``"simple"`` (default), ``"first"``, ``"average"``,
+        ``"max"`` (entity groups: ``entity_group, score, word, start, end``) or ``"none"`` (every
+        word piece: ``entity, score, index, word, start, end``); texts longer than the model's
+        positions are truncated with a warning, or with ``stride`` tagged whole in overlapping
+        windows. ``npdistil.tasks.entities.entities`` tells the details.
+
+        >>> model = load("tests/fixtures/tiny-tokcls")  # random weights: random tags
+        >>> model.entities("Hello world!", aggregation_strategy="first")
+        [{'entity_group': 'PER', 'score': 0.47..., 'word': 'Hello', 'start': 0, 'end': 5},
+         {'entity_group': 'LOC', 'score': 0.57..., 'word': 'world', 'start': 6, 'end': 11},
+         {'entity_group': 'LOC', 'score': 0.75..., 'word': '!', 'start': 11, 'end': 12}]
+        """
+        return _entities.entities(
+            self,
+            texts,
+            aggregation_strategy=aggregation_strategy,
+            ignore_labels=ignore_labels,
+            stride=stride,
+            batch_size=batch_size,
+        )
 
     def question_answering(
         self,

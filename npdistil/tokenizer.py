@@ -319,6 +319,26 @@ class Tokenizer:
         """
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
+    def convert_tokens_to_string(self, tokens: Iterable[str]) -> str:
+        """Token strings joined as the checkpoint's decoder joins them (WordPiece: ``##``
+        pieces glued to the previous one, spaces before punctuation cleaned up); joined by
+        spaces when the tokenizer has no decoder, as in transformers.
+
+        >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"]
+        >>> Tokenizer.from_vocab(vocab).convert_tokens_to_string(["play", "##ing", "it", "!"])
+        'playing it!'
+        """
+        tokens = list(tokens)
+        decoder = self._tok.decoder
+        return " ".join(tokens) if decoder is None else decoder.decode(tokens)
+
+    @property
+    def continuing_subword_prefix(self) -> str | None:
+        """What marks a piece that continues a word ("##" in WordPiece vocabularies); None for
+        a tokenizer model that has no such mark (or an empty one)."""
+        prefix = getattr(self._tok.model, "continuing_subword_prefix", None)
+        return prefix if isinstance(prefix, str) and prefix else None
+
     @property
     def all_special_ids(self) -> list[int]:
         """Ids of the special tokens ([PAD], [UNK], [CLS], [SEP], [MASK], ...)."""
@@ -361,6 +381,10 @@ class Tokenizer:
     def unk_token(self) -> str:
         """The token unknown words become ("[UNK]")."""
         return str(json.loads(self._json)["model"].get("unk_token", "[UNK]"))
+
+    @property
+    def unk_token_id(self) -> int:
+        return self._id(self.unk_token)
 
     @property
     def n_special(self) -> int:
