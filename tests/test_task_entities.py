@@ -22,11 +22,13 @@ REF = json.loads((FIXTURES / "tasks" / "entities.json").read_text(encoding="utf-
 TEXTS: list[str] = REF["texts"]
 CASES = REF["cases"]
 
-# Scores are probabilities from the two forward passes' logits. On tiny-tokcls, whose random
-# weights amplify float32 rounding the most (see test_reference.py), the numbers text has logits
-# 8.5e-5 apart (transformers 5e-5 from the float64 reference, npdistil 3.5e-5, on either side),
-# which moves its probabilities by up to 1.4e-5; every other text stays below 1e-5.
-SCORE_TOLERANCE = 2e-5
+# Scores are probabilities from the two forward passes' logits, which the parity tests hold
+# to 1e-4; a softmax moves a probability by at most half its logits' error, so 5e-5 is the
+# bound those logits allow. Measured: <= 3e-6 on tiny-bert-tokcls; on tiny-tokcls, whose random
+# weights amplify float32 rounding the most (see test_reference.py), the numbers text has
+# logits 8.5e-5 apart (transformers 5e-5 from the float64 reference, npdistil 3.5e-5, on
+# either side) and probabilities up to 1.5e-5 apart; every other text stays below 1e-5.
+SCORE_TOLERANCE = 5e-5
 GROUP_KEYS = ["entity_group", "score", "word", "start", "end"]
 TOKEN_KEYS = ["entity", "score", "index", "word", "start", "end"]
 

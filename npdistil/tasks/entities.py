@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .. import model as M
 from ..errors import InputError, InputTypeError
-from ..reference import softmax
 from ..tokenizer import Tokens, check_texts
+from .batches import hidden_rows, in_batches
+from .scores import softmax
 
 if TYPE_CHECKING:
     from ..api import DistilBert
@@ -190,20 +192,17 @@ def _cut(p: Tokens, start: int, end: int) -> Tokens:
 
 def _probabilities(model: DistilBert, windows: list[Tokens], batch_size: int) -> list[np.ndarray]:
     """Label probabilities of each window's pieces, [n, L] each: ``batch_size`` windows per
-    forward pass, similar lengths together so that little is padding."""
+    forward pass, similar lengths together, packed (no padding)."""
     tok = model.tokenizer
+    head = model._head("token_classification")
     first = len(tok.prefix_ids)  # [CLS]
     order = sorted(range(len(windows)), key=lambda k: len(windows[k].ids))
     out: list[np.ndarray] = [np.empty(0)] * len(windows)
-    for b in range(0, len(order), batch_size):
-        chunk = order[b : b + batch_size]
-        batch = tok.pad([windows[k] for k in chunk])
-        logits = model.token_classification(
-            batch.input_ids, batch.attention_mask, token_type_ids=batch.token_type_ids
-        )  # [B, T, L]
-        for row, k in enumerate(chunk):
-            rows = logits[row, first : first + len(windows[k].ids)].astype(np.float64)  # [n, L]
-            out[k] = softmax(rows)  # the max subtracted first: no exp overflows
+    for _, chunk in in_batches(order, batch_size):
+        hidden = hidden_rows(model, tok.pad([windows[k] for k in chunk]))  # B x [n_i, D]
+        for h, k in zip(hidden, chunk, strict=True):
+            pieces = h[first : first + len(windows[k].ids)]  # without [CLS], [SEP]: [n, D]
+            out[k] = softmax(M.token_classification_logits(pieces, head))  # [n, L]
     return out
 
 
