@@ -809,6 +809,40 @@ def _task_parsers(sub: Any, hub: argparse.ArgumentParser) -> None:
     c.add_argument("--function-to-apply", choices=["softmax", "sigmoid", "none"])
     c.add_argument("--pair-field", help=".jsonl input: each text's pair (e.g. a hypothesis)")
 
+    n = sub.add_parser("entities", parents=[hub, texts], help="named entities (token tags)")
+    n.add_argument("texts", nargs="*", help="texts to tag")
+    n.add_argument(
+        "--aggregation-strategy",
+        choices=["none", "simple", "first", "average", "max"],
+        default="simple",
+        help="none: every word piece; others: entity groups (default: %(default)s)",
+    )
+    n.add_argument(
+        "--ignore-label",
+        action="append",
+        help="a tag left out (repeat for more; default: O); --ignore-label '' keeps every tag",
+    )
+    n.add_argument(
+        "--stride", type=_count, help="tag long texts whole, in windows sharing this many tokens"
+    )
+
+    a = sub.add_parser(
+        "answer", parents=[hub, texts], help="extract answers to a question from contexts"
+    )
+    a.add_argument("texts", nargs="*", help="contexts (with --question)")
+    a.add_argument("--question", help="the question asked of every context")
+    a.add_argument(
+        "--question-field", help=".jsonl input: each context's question (default: question)"
+    )
+    a.add_argument("--top-k", type=_positive, default=1, help="answers per context")
+    a.add_argument("--max-answer-len", type=_positive, help="in tokens (default: 15)")
+    a.add_argument("--doc-stride", type=_count, help="tokens shared by a long context's windows")
+    a.add_argument(
+        "--handle-impossible-answer",
+        action="store_true",
+        help="an empty answer when the model finds none",
+    )
+
 
 def _top_k(text: str) -> int | None:
     return None if text == "all" else _positive(text)
@@ -900,6 +934,46 @@ def _classify(args: argparse.Namespace) -> int:
     return _task(args, run)
 
 
+def _entities(args: argparse.Namespace) -> int:
+    ignore = ["O"] if args.ignore_label is None else [t for t in args.ignore_label if t]
+
+    def run(model: DistilBert, chunk: list[_Text]) -> list[Any]:
+        return model.entities(
+            [t.text for t in chunk],
+            aggregation_strategy=args.aggregation_strategy,
+            ignore_labels=ignore,
+            stride=args.stride,
+        )
+
+    return _task(args, run)
+
+
+def _answer(args: argparse.Namespace) -> int:
+    if args.question_field and args.question:
+        raise UsageError("give --question or --question-field, not both")
+    if args.input is not None and args.question is None and _input_format(args) == "jsonl":
+        args.pair_field = args.question_field or "question"
+    elif args.question is None:
+        raise UsageError("give the question: --question TEXT (or .jsonl input with a question)")
+    elif args.question_field:
+        raise UsageError("--question-field applies to .jsonl input")
+    else:
+        args.pair_field = None
+    options: dict[str, Any] = {"top_k": args.top_k}
+    if args.max_answer_len is not None:
+        options["max_answer_len"] = args.max_answer_len
+    if args.doc_stride is not None:
+        options["doc_stride"] = args.doc_stride
+    if args.handle_impossible_answer:
+        options["handle_impossible_answer"] = True
+
+    def run(model: DistilBert, chunk: list[_Text]) -> list[Any]:
+        questions = [args.question if t.pair is None else t.pair for t in chunk]
+        return list(model.answer(questions, [t.text for t in chunk], **options))
+
+    return _task(args, run)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "embed": _embed,
     "convert": _convert,
@@ -910,6 +984,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "attention": _attention,
     "fill-mask": _fill_mask,
     "classify": _classify,
+    "entities": _entities,
+    "answer": _answer,
 }
 
 

@@ -266,3 +266,47 @@ def test_cli_task_errors_name_the_text(capsys: pytest.CaptureFixture[str]) -> No
     assert status == 2 and "--pair-field applies to .jsonl input" in err
     status, _, err = run_cli(capsys, "classify", "--model", folder, "text")
     assert status == 1 and "no sequence_classification head" in err
+
+
+def test_cli_entities_prints_the_pipeline_groups(capsys: pytest.CaptureFixture[str]) -> None:
+    ref = reference("entities")
+    (case,) = [
+        c
+        for c in ref["cases"]
+        if c["checkpoint"] == "tiny-bert-tokcls"
+        and c["kwargs"] == {"aggregation_strategy": "first"}
+    ]
+    texts = [t for t in ref["texts"] if t][:4]  # arguments can't be empty texts
+    folder = str(FIXTURES / "tiny-bert-tokcls")
+    argv = ["entities", "--model", folder, "--aggregation-strategy", "first", *texts]
+    status, records, _ = run_cli(capsys, *argv)
+    assert status == 0
+    by_text = dict(zip(ref["texts"], case["results"], strict=True))
+    for record, text in zip(records, texts, strict=True):
+        expected = by_text[text]
+        assert [(e["entity_group"], e["start"], e["end"]) for e in record["result"]] == [
+            (e["entity_group"], e["start"], e["end"]) for e in expected
+        ]
+        for a, b in zip(record["result"], expected, strict=True):
+            assert abs(a["score"] - b["score"]) <= 5e-5  # the entity tests' bound
+
+
+def test_cli_answer_takes_questions_from_jsonl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = reference("answer")["checkpoints"]["tiny-qa"]["cases"]
+    plain = [c for c in cases if c["npdistil_params"] in ({}, {"top_k": 2})][:2]
+    source = tmp_path / "qa.jsonl"
+    lines = [json.dumps({"question": c["question"], "context": c["context"]}) for c in plain]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for case in plain:
+        top_k = str(case["npdistil_params"].get("top_k", 1))
+        argv = ["answer", "--model", str(FIXTURES / "tiny-qa"), "--input", str(source)]
+        status, records, _ = run_cli(capsys, *argv, "--field", "context", "--top-k", top_k)
+        assert status == 0
+        got = records[plain.index(case)]["result"]
+        for a, b in zip(_flat(got), _flat(case["output"]), strict=True):
+            assert (a["answer"], a["start"], a["end"]) == (b["answer"], b["start"], b["end"])
+            assert abs(a["score"] - b["score"]) <= SCORE_LIMIT
+    status, _, err = run_cli(capsys, "answer", "--model", str(FIXTURES / "tiny-qa"), "context")
+    assert status == 2 and "give the question" in err
