@@ -125,29 +125,30 @@ def overflow_windows(n: int, size: int, stride: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def check_texts(texts: str | Iterable[str]) -> list[str]:
-    """A list of valid texts, or an error naming the first bad one by its index.
+def check_texts(texts: str | Iterable[str], name: str = "text") -> list[str]:
+    """A list of valid texts, or an error naming the first bad one by its index (as ``name``:
+    "text", "question", "context", ...).
 
     >>> check_texts("one text")
     ['one text']
     """
     if isinstance(texts, str):
-        return [texts]
+        texts = [texts]
     if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
         raise InputTypeError(
-            f"texts must be a str or an iterable of str, got {type(texts).__name__}"
+            f"{name}s must be a str or an iterable of str, got {type(texts).__name__}"
         )
     out = list(texts)
     if not out:
-        raise InputError("no texts given (an empty batch)")
+        raise InputError(f"no {name}s given (an empty batch)")
     for i, text in enumerate(out):
         if not isinstance(text, str):
-            raise InputTypeError(f"text {i} is a {type(text).__name__}, not a str")
+            raise InputTypeError(f"{name} {i} is a {type(text).__name__}, not a str")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InputError(
-                f"text {i} is not valid Unicode: lone surrogate at character {exc.start}"
+                f"{name} {i} is not valid Unicode: lone surrogate at character {exc.start}"
             ) from None
     return out
 

@@ -20,15 +20,16 @@ pipeline's output as it came (a dict, a list of dicts, or a list of those).
 from __future__ import annotations
 
 import json
-import platform
+import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import tokenizers
 import torch
 import transformers
 from transformers import pipeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_reference import versions  # noqa: E402  (the sibling script: shared helpers)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -127,16 +128,6 @@ CASES: list[tuple[str, Any, Any, dict[str, Any]]] = [
         {},
     ),
 ]
-
-
-def versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-    }
 
 
 def n_windows(qa: Any, question: str, context: str, params: dict[str, Any]) -> int:

@@ -140,7 +140,7 @@ def test_batching_changes_nothing(qa: tuple[str, npdistil.DistilBert]) -> None:
         ("Who?", ["Some context.", ""], {}, "context 1 is empty"),
         ("Who?", "   ", {}, "context 0 has no tokens"),
         ("Who?", ["Fine.", "Bad \udc80"], {}, "context 1 is not valid Unicode"),
-        ([], "Some context.", {}, "no question given"),
+        ([], "Some context.", {}, "no questions given"),
         (["Who?", "What?"], ["a", "b", "c"], {}, "2 questions but 3 contexts"),
         (["Who?", "word " * 40], "Some context.", {}, "question 1 has .* tokens"),
         ("Who?", "Some context.", {"top_k": 0}, "top_k must be a positive integer"),
@@ -170,7 +170,7 @@ def test_type_errors(qa: tuple[str, npdistil.DistilBert]) -> None:
     _, model = qa
     with pytest.raises(InputTypeError, match="question 1 is a int"):
         model.answer(["Who?", 3], "Some context.")
-    with pytest.raises(InputTypeError, match="context must be a str or a list of str"):
+    with pytest.raises(InputTypeError, match="contexts must be a str or an iterable of str"):
         model.answer("Who?", None)
 
 

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, NamedTuple, TypedDict
 import numpy as np
 
 from .. import model as M
-from ..errors import InputError, InputTypeError
-from ..tokenizer import Tokenizer, Tokens, overflow_windows
+from ..errors import InputError
+from ..tokenizer import Tokenizer, Tokens, check_texts, overflow_windows
 from .batches import BATCH_SIZE, hidden_rows, in_batches
 from .scores import softmax
 
@@ -154,24 +154,12 @@ def _pairs(question: object, context: object) -> tuple[list[str], list[str], boo
 
 
 def _texts(name: str, value: object) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, Sequence):
-        raise InputTypeError(f"{name} must be a str or a list of str, got {type(value).__name__}")
-    if not value:
-        raise InputError(f"no {name} given (an empty list)")
-    for i, text in enumerate(value):
-        if not isinstance(text, str):
-            raise InputTypeError(f"{name} {i} is a {type(text).__name__}, not a str")
+    """Valid, non-empty texts (a question or context must say something)."""
+    texts = check_texts(value, name)  # type: ignore[arg-type]
+    for i, text in enumerate(texts):
         if not text:
             raise InputError(f"{name} {i} is empty")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InputError(
-                f"{name} {i} is not valid Unicode: lone surrogate at character {exc.start}"
-            ) from None
-    return list(value)
+    return texts
 
 
 def _check_positive(name: str, value: object) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import model as M
 from ..errors import InputError, InputTypeError
-from ..tokenizer import Tokens, check_texts
+from ..tokenizer import Tokens, check_texts, overflow_windows
 from .batches import hidden_rows, in_batches
 from .scores import softmax
 
@@ -103,7 +103,7 @@ def entities(
     windows = [
         (t, _cut(p, s, e))
         for t, p in enumerate(pieces)
-        for s, e in window_spans(len(p.ids), room, stride)
+        for s, e in _windows(len(p.ids), room, stride)
     ]
     probs = _probabilities(model, [w for _, w in windows], batch_size)
 
@@ -156,22 +156,12 @@ def _check_options(
     return strategy
 
 
-def window_spans(n: int, room: int, stride: int | None) -> list[tuple[int, int]]:
-    """Which of a text's ``n`` pieces each window holds, ``[start, end)``: windows of ``room``
-    pieces stepping ``room - stride`` until one reaches the end (tokenizers' overflowing tokens,
-    the pipeline's ``stride``); without a stride, only the first.
-
-    >>> window_spans(10, 4, 2), window_spans(10, 4, None), window_spans(3, 4, 2)
-    ([(0, 4), (2, 6), (4, 8), (6, 10)], [(0, 4)], [(0, 3)])
-    """
-    if stride is None or n <= room:
+def _windows(n: int, room: int, stride: int | None) -> list[tuple[int, int]]:
+    """The pieces ``[start, stop)`` of each window: with a stride, overlapping windows over
+    the whole text (the pipeline's ``stride``); without, its first ``room`` only."""
+    if stride is None:
         return [(0, min(n, room))]
-    spans = []
-    for start in range(0, n, room - stride):
-        spans.append((start, min(start + room, n)))
-        if start + room >= n:
-            break
-    return spans
+    return overflow_windows(n, room, stride)
 
 
 def _warn_truncated(pieces: list[Tokens], room: int, stride: int | None, max_length: int) -> None:
