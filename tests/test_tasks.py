@@ -310,3 +310,29 @@ def test_cli_answer_takes_questions_from_jsonl(
             assert abs(a["score"] - b["score"]) <= SCORE_LIMIT
     status, _, err = run_cli(capsys, "answer", "--model", str(FIXTURES / "tiny-qa"), "context")
     assert status == 2 and "give the question" in err
+
+
+# ---- tokenizer helpers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny-mlm", "all-MiniLM-L6-v2"])
+def test_tokenizer_helpers_equal_transformers_tokenizers(name: str, minilm_folder: Path) -> None:
+    """decode, convert_ids_to_tokens and the special tokens, on the tiny cased vocabulary and
+    the real uncased one of all-MiniLM-L6-v2, as transformers' tokenizer gives them."""
+    ref = reference("tokenizer")["models"][name]
+    folder = FIXTURES / name if name == "tiny-mlm" else minilm_folder
+    tok = npdistil.load(folder).tokenizer
+    assert (tok.mask_token, tok.mask_token_id, tok.unk_token) == (
+        ref["mask_token"],
+        ref["mask_token_id"],
+        ref["unk_token"],
+    )
+    assert tok.all_special_ids == ref["all_special_ids"]
+    for row in ref["rows"]:
+        ids = tok([row["text"]]).input_ids[0]
+        assert ids.tolist() == row["ids"], row["text"]
+        assert tok.convert_ids_to_tokens(ids) == row["tokens"]
+        assert tok.convert_tokens_to_ids(row["tokens"]) == row["ids"]
+        assert tok.decode(ids) == row["decode"]
+        assert tok.decode(ids, skip_special_tokens=True) == row["decode_skip_special"]
+        assert [tok.decode([i]) for i in ids] == row["decode_each"]
