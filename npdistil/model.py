@@ -2,9 +2,10 @@
 
 ``reference.py`` is the same model as a textbook writes it; start there. This file computes the
 same numbers (tested equal) in the shape that is fast on a CPU: a batch's tokens on one flat
-axis, padding skipped, the tokens cut into one part per core. The helpers it calls
-(``numerics.py``) work in place on activations the pass owns, and the parts of a split pass
-write their own rows of a few shared arrays (``Scratch``); nothing else is written.
+axis, padding skipped, the tokens cut into one part per core (a short input: each product's
+columns). The helpers it calls (``numerics.py``) work in place on activations the pass owns,
+and the parts of a split pass write their own rows (or columns) of a few shared arrays
+(``Scratch``, ``Shared``); nothing else is written.
 
 Shape legend: B batch, T tokens, N all the tokens of a batch on one axis (B * T, or the sum of
 the lengths when packed), D model width (dim), H heads, Dh head width (D / H), F feed-forward
@@ -267,8 +268,8 @@ def encoder_columns(
     config: DistilBertConfig,
     sync: Callable[[], object],
 ) -> np.ndarray:  # [N] tokens -> [N, D]
-    """Every token through the encoder, this part computing its columns of every product (the
-    same blocks as ``block``, the products cut the other way)."""
+    """Every token through the encoder, this part computing its columns of every product: the
+    same blocks as ``block`` (= ``reference.block``), the products cut the other way."""
     eps, first = config.layer_norm_eps, part == 0
     x = embed(tokens.ids, tokens.positions, tokens.token_types, weights.embeddings, eps)
     if first and scratch.hidden_states is not None:
