@@ -220,9 +220,12 @@ def encoder_part(
 
 
 class Shared(NamedTuple):
-    """The products' outputs, each part writing its own columns."""
+    """The products' outputs, each part writing its own columns; and their inputs, part 0's."""
 
+    x: np.ndarray  # [N, D], a block's input
     qkv: np.ndarray  # [N, 3D]
+    context: np.ndarray  # [N, D], attention's heads merged
+    h: np.ndarray  # [N, D], LN(x + attention(x))
     attention: np.ndarray  # [N, D], attention's output projection
     ffn: np.ndarray  # [N, F], GELU(h @ ffn_in)
     out: np.ndarray  # [N, D], the feed-forward's output
@@ -269,30 +272,42 @@ def encoder_columns(
     sync: Callable[[], object],
 ) -> np.ndarray:  # [N] tokens -> [N, D]
     """Every token through the encoder, this part computing its columns of every product: the
-    same blocks as ``block`` (= ``reference.block``), the products cut the other way."""
+    same blocks as ``block`` (= ``reference.block``), the products cut the other way. The
+    row-wise work between products (attention of a few tokens, LayerNorm) is part 0's alone:
+    at a few rows, NumPy holds the interpreter lock through it, so parts doing it side by side
+    would only take turns."""
     eps, first = config.layer_norm_eps, part == 0
-    x = embed(tokens.ids, tokens.positions, tokens.token_types, weights.embeddings, eps)
-    if first and scratch.hidden_states is not None:
-        scratch.hidden_states[0][:] = x
+    if first:
+        shared.x[:] = embed(
+            tokens.ids, tokens.positions, tokens.token_types, weights.embeddings, eps
+        )
+        if scratch.hidden_states is not None:
+            scratch.hidden_states[0][:] = shared.x
+    sync()
     for i, blk in enumerate(weights.blocks):
-        columns_of(x, blk.qkv, part, n_parts, shared.qkv)  # [N, D] -> [N, 3D]
+        columns_of(shared.x, blk.qkv, part, n_parts, shared.qkv)  # [N, D] -> [N, 3D]
         sync()  # every part's q, k and v columns are in
-        probs = scratch.attentions[i] if first and scratch.attentions is not None else None
-        # attention scales q in place: each part works on its own copy of the few rows
-        context = attention(
-            shared.qkv.copy(), tokens.segs, config.n_heads, config.attention_scale, None, probs
-        )  # [N, 3D] -> [N, D]
-        columns_of(context, blk.out, part, n_parts, shared.attention)  # [N, D] -> [N, D]
+        if first:
+            probs = None if scratch.attentions is None else scratch.attentions[i]
+            shared.context[:] = attention(
+                shared.qkv, tokens.segs, config.n_heads, config.attention_scale, None, probs
+            )  # [N, 3D] -> [N, D]
         sync()
-        h = layer_norm(shared.attention.copy(), blk.attention_norm, eps, residual=x)
-        columns_of(h, blk.ffn_in, part, n_parts, shared.ffn, config.activation)  # -> [N, F]
+        columns_of(shared.context, blk.out, part, n_parts, shared.attention)  # [N, D] -> [N, D]
+        sync()
+        if first:  # post-LN: LN(x + attention(x))
+            shared.h[:] = layer_norm(shared.attention, blk.attention_norm, eps, residual=shared.x)
+        sync()
+        columns_of(shared.h, blk.ffn_in, part, n_parts, shared.ffn, config.activation)  # [N, F]
         sync()
         columns_of(shared.ffn, blk.ffn_out, part, n_parts, shared.out)  # [N, F] -> [N, D]
         sync()
-        x = layer_norm(shared.out.copy(), blk.output_norm, eps, residual=h)  # LN(h + ffn(h))
-        if first and scratch.hidden_states is not None:
-            scratch.hidden_states[i + 1][:] = x
-    return x
+        if first:  # LN(h + ffn(h))
+            shared.x[:] = layer_norm(shared.out, blk.output_norm, eps, residual=shared.h)
+            if scratch.hidden_states is not None:
+                scratch.hidden_states[i + 1][:] = shared.x
+        sync()
+    return shared.x
 
 
 def _no_wait() -> None:
@@ -328,7 +343,10 @@ def encoder(
     cores = kernels.n_threads()
     if cores > 1 and n <= _COLUMN_ROWS:  # a short input: every part all rows, some columns
         shared = Shared(
+            x=np.empty((n, d), np.float32),
             qkv=np.empty((n, 3 * d), np.float32),
+            context=np.empty((n, d), np.float32),
+            h=np.empty((n, d), np.float32),
             attention=np.empty((n, d), np.float32),
             ffn=np.empty((n, config.hidden_dim), np.float32),
             out=np.empty((n, d), np.float32),
