@@ -442,9 +442,10 @@ def test_short_inputs_split_by_columns_equal_the_row_split(mid_model, monkeypatc
         ):
             assert got.shape == want.shape
             worst = max(worst, float(np.max(np.abs(got - want))))
-    assert (
-        _report(f"split by columns ({parts} parts) vs by rows, max abs difference", worst) <= 1e-5
-    )
+    # Two float32 computations of the same sums in other orders: within the parity bound, 1e-4
+    # (measured 5e-6 with 2 parts, 9e-6 with 3, on this model of large random weights).
+    name = f"split by columns ({parts} parts) vs by rows, max abs difference"
+    assert _report(name, worst) <= 1e-4
 
 
 def test_column_slices_cover_every_column_once():
