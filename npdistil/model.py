@@ -2,9 +2,10 @@
 
 ``reference.py`` is the same model as a textbook writes it; start there. This file computes the
 same numbers (tested equal) in the shape that is fast on a CPU: a batch's tokens on one flat
-axis, padding skipped, the tokens cut into one part per core. The helpers it calls
-(``numerics.py``) work in place on activations the pass owns, and the parts of a split pass
-write their own rows of a few shared arrays (``Scratch``); nothing else is written.
+axis, padding skipped, the tokens cut into one part per core (a short input: each product's
+columns). The helpers it calls (``numerics.py``) work in place on activations the pass owns,
+and the parts of a split pass write their own rows (or columns) of a few shared arrays
+(``Scratch``, ``Shared``); nothing else is written.
 
 Shape legend: B batch, T tokens, N all the tokens of a batch on one axis (B * T, or the sum of
 the lengths when packed), D model width (dim), H heads, Dh head width (D / H), F feed-forward
@@ -26,6 +27,7 @@ import numpy as np
 from . import kernels
 from .config import DistilBertConfig
 from .numerics import (
+    Int8Array,
     LayerNorm,
     Linear,
     Matrix,
@@ -207,12 +209,115 @@ def encoder_part(
     return x
 
 
+# ---- a short input on every core: products split by columns ------------------------------------
+# At a few rows per part, cutting rows between cores does not pay: every core then re-packs every
+# weight matrix for its few rows (OpenBLAS does, for each product), and packing, not arithmetic,
+# is the work. So a short input runs differently: every part holds all the rows, and each
+# product is split by its output columns, every part computing its columns for all the rows
+# from its own slice of the weights. The parts meet after each product (four times a layer) to
+# share the columns; the cheap row-wise work between products (attention of a few tokens,
+# LayerNorm) each part does for all the rows itself, so it needs no meeting.
+
+
+class Shared(NamedTuple):
+    """The products' outputs, each part writing its own columns; and their inputs, part 0's."""
+
+    x: np.ndarray  # [N, D], a block's input
+    qkv: np.ndarray  # [N, 3D]
+    context: np.ndarray  # [N, D], attention's heads merged
+    h: np.ndarray  # [N, D], LN(x + attention(x))
+    attention: np.ndarray  # [N, D], attention's output projection
+    ffn: np.ndarray  # [N, F], GELU(h @ ffn_in)
+    out: np.ndarray  # [N, D], the feed-forward's output
+
+
+def column_slices(width: int, n_parts: int, align: int = 16) -> list[slice]:
+    """Columns ``0..width-1`` in ``n_parts`` runs of about equal width, cut at multiples of
+    ``align`` (whole vector registers) where the width allows.
+
+    >>> column_slices(3072, 2), column_slices(20, 2)
+    ([slice(0, 1536, None), slice(1536, 3072, None)], [slice(0, 16, None), slice(16, 20, None)])
+    """
+    cuts = [min(width, round(width * k / n_parts / align) * align) for k in range(n_parts + 1)]
+    cuts[-1] = width
+    return [slice(a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
+def columns_of(
+    x: np.ndarray,
+    lin: Linear,
+    part: int,
+    n_parts: int,
+    out: np.ndarray,
+    activation: str | None = None,
+) -> None:  # [N, in] -> this part's columns of out [N, out]
+    """This part's columns of ``linear(x, lin, activation)``, from its slice of the weights
+    (a view of a float32 matrix; a small-weights one is widened for those columns only)."""
+    cols = column_slices(out.shape[1], n_parts)[part]
+    w = lin.weight
+    part_w = (
+        Int8Array(w.values[:, cols], w.scale[:, cols]) if isinstance(w, Int8Array) else w[:, cols]
+    )
+    out[:, cols] = linear(x, Linear(part_w, lin.bias[cols]), activation=activation)
+
+
+def encoder_columns(
+    part: int,
+    n_parts: int,
+    tokens: Tokens,
+    shared: Shared,
+    scratch: Scratch,
+    weights: Weights,
+    config: DistilBertConfig,
+    sync: Callable[[], object],
+) -> np.ndarray:  # [N] tokens -> [N, D]
+    """Every token through the encoder, this part computing its columns of every product: the
+    same blocks as ``block`` (= ``reference.block``), the products cut the other way. The
+    row-wise work between products (attention of a few tokens, LayerNorm) is part 0's alone:
+    at a few rows, NumPy holds the interpreter lock through it, so parts doing it side by side
+    would only take turns."""
+    eps, first = config.layer_norm_eps, part == 0
+    if first:
+        shared.x[:] = embed(
+            tokens.ids, tokens.positions, tokens.token_types, weights.embeddings, eps
+        )
+        if scratch.hidden_states is not None:
+            scratch.hidden_states[0][:] = shared.x
+    sync()
+    for i, blk in enumerate(weights.blocks):
+        columns_of(shared.x, blk.qkv, part, n_parts, shared.qkv)  # [N, D] -> [N, 3D]
+        sync()  # every part's q, k and v columns are in
+        if first:
+            probs = None if scratch.attentions is None else scratch.attentions[i]
+            shared.context[:] = attention(
+                shared.qkv, tokens.segs, config.n_heads, config.attention_scale, None, probs
+            )  # [N, 3D] -> [N, D]
+        sync()
+        columns_of(shared.context, blk.out, part, n_parts, shared.attention)  # [N, D] -> [N, D]
+        sync()
+        if first:  # post-LN: LN(x + attention(x))
+            shared.h[:] = layer_norm(shared.attention, blk.attention_norm, eps, residual=shared.x)
+        sync()
+        columns_of(shared.h, blk.ffn_in, part, n_parts, shared.ffn, config.activation)  # [N, F]
+        sync()
+        columns_of(shared.ffn, blk.ffn_out, part, n_parts, shared.out)  # [N, F] -> [N, D]
+        sync()
+        if first:  # LN(h + ffn(h))
+            shared.x[:] = layer_norm(shared.out, blk.output_norm, eps, residual=shared.h)
+            if scratch.hidden_states is not None:
+                scratch.hidden_states[i + 1][:] = shared.x
+        sync()
+    return shared.x
+
+
 def _no_wait() -> None:
     pass
 
 
 # A part gets at least this many tokens: below that, a thread costs more than it saves.
 _MIN_PART_ROWS = 8
+# Inputs of at most this many tokens split their products by columns (encoder_columns).
+_COLUMN_ROWS = 64
 
 
 def encoder(
@@ -235,7 +340,25 @@ def encoder(
         if attention_shape
         else None,
     )
-    parts = kernels.split_rows(costs, kernels.n_threads(), _MIN_PART_ROWS)
+    cores = kernels.n_threads()
+    if cores > 1 and n <= _COLUMN_ROWS:  # a short input: every part all rows, some columns
+        shared = Shared(
+            x=np.empty((n, d), np.float32),
+            qkv=np.empty((n, 3 * d), np.float32),
+            context=np.empty((n, d), np.float32),
+            h=np.empty((n, d), np.float32),
+            attention=np.empty((n, d), np.float32),
+            ffn=np.empty((n, config.hidden_dim), np.float32),
+            out=np.empty((n, d), np.float32),
+        )
+        outs = kernels.run_together(
+            lambda i, sync: encoder_columns(
+                i, cores, tokens, shared, scratch, weights, config, sync
+            ),
+            cores,
+        )
+        return outs[0], scratch
+    parts = kernels.split_rows(costs, cores, _MIN_PART_ROWS)
     whole = kernels.snap_rows(parts, costs, tokens.segs.starts())
     # Parts of whole sequences never read each other's keys: they need not wait for each other.
     work = (

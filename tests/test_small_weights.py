@@ -83,6 +83,11 @@ def test_the_fast_path_runs_a_small_file_exactly_as_the_weights_it_holds(dtype, 
     textbook = reference.encoder(batch.input_ids, batch.attention_mask, by_hand, model.config)
     mask = batch.attention_mask.astype(bool)
     parity(f"{dtype} file: fast path vs its widened weights", fast[mask], textbook[0][mask])
+    # One short text: its products split by columns, each part widening its columns only.
+    short = model.tokenizer(TEXTS[:1])
+    fast = model(short.input_ids, short.attention_mask).last_hidden_state
+    textbook = reference.encoder(short.input_ids, short.attention_mask, by_hand, model.config)
+    parity(f"{dtype} file, one short text: fast path vs its widened weights", fast, textbook[0])
 
 
 def test_int8_rounding_is_within_half_a_step_per_channel():
