@@ -4,7 +4,9 @@ The tokens of a batch (all its sequences back to back, [N, D]) are cut into one 
 thread. Each thread takes its rows through the whole encoder, and the threads meet once per
 layer around the keys and values they share, since attention looks at every key of
 a sequence (``model.py`` shows where). NumPy releases the GIL in matrix products and in long
-elementwise operations, so the threads run in parallel.
+elementwise operations, so the threads run in parallel. A short input (a few dozen tokens) is
+cut the other way: every thread computes some columns of each matrix product for all the rows,
+and the threads meet after each product (``model.encoder_columns``).
 
 Every matrix product npdistil makes runs with BLAS held to one thread, whether or not the pass
 is split: parallelism is npdistil's own, and that is what makes its results reproducible. BLAS
