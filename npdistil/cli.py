@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -140,23 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         "--stride", type=_count, help="tokens shared by neighbouring windows (--long-text window)"
     )
     e.add_argument("--batch-size", type=_positive, default=32, help="(default: %(default)s)")
-    e.add_argument(
-        "--input",
-        help="a .txt file (one text per line) or .jsonl file (see --field); - for stdin",
-    )
-    e.add_argument(
-        "--input-format", choices=["txt", "jsonl"], help="default: from the --input suffix"
-    )
-    e.add_argument("--field", help="the text field of .jsonl input (default: text)")
-    e.add_argument(
-        "--id-field", help="the id field of .jsonl input (default: id, else the line number)"
-    )
-    e.add_argument("--encoding", type=_encoding, help="of --input (default: utf-8)")
-    e.add_argument(
-        "--errors",
-        choices=_ERRORS,
-        help="bytes --input can't decode: strict (an error, the default), replace, ...",
-    )
+    _input_options(e)
     e.add_argument("--output", help="write to a .jsonl, .npy or .npz file; - for stdout (jsonl)")
     e.add_argument(
         "--format", choices=["jsonl", "npy", "npz"], help="default: from the --output suffix"
@@ -502,6 +487,31 @@ def _decoded_lines(f: BinaryIO, name: str, encoding: str, errors: str) -> Iterat
 # ---- embed: checking the command line -----------------------------------------------------------
 
 
+def _check_texts_or_input(args: argparse.Namespace) -> None:
+    if bool(args.texts) == (args.input is not None):
+        raise UsageError("give texts as arguments or --input FILE (- for stdin), one of the two")
+
+
+def _check_input(args: argparse.Namespace) -> str | None:
+    """Refuse input options that would be ignored; the input format (None: arguments)."""
+    in_fmt = _input_format(args) if args.input is not None else None
+    for flag, given in (
+        ("--input-format", args.input_format),
+        ("--encoding", args.encoding),
+        ("--errors", args.errors),
+    ):
+        if given and args.input is None:
+            raise UsageError(f"{flag} applies to --input")
+    for flag, given in (
+        ("--field", args.field),
+        ("--id-field", args.id_field),
+        ("--pair-field", getattr(args, "pair_field", None)),
+    ):
+        if given and in_fmt != "jsonl":
+            raise UsageError(f"{flag} applies to .jsonl input")
+    return in_fmt
+
+
 def _input_format(args: argparse.Namespace) -> str:
     if args.input_format or args.input == "-":
         return args.input_format or "txt"
@@ -534,8 +544,7 @@ def _output_format(args: argparse.Namespace) -> str:
 
 def _check_embed(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """Refuse options that would be ignored; the input and output formats."""
-    if bool(args.texts) == (args.input is not None):
-        raise UsageError("give texts as arguments or --input FILE (- for stdin), one of the two")
+    _check_texts_or_input(args)
     kind = args.output_value
     for flag, given, wanted in (
         ("--pooling", args.pooling, "sentence"),
@@ -550,17 +559,7 @@ def _check_embed(args: argparse.Namespace) -> tuple[str | None, str | None]:
     if args.stride is not None and args.long_text not in (None, "window"):
         raise UsageError(f"--stride applies to --long-text window, not {args.long_text}")
     _no_revision_for_local(args, args.model)
-    in_fmt = _input_format(args) if args.input is not None else None
-    for flag, given in (
-        ("--input-format", args.input_format),
-        ("--encoding", args.encoding),
-        ("--errors", args.errors),
-    ):
-        if given and args.input is None:
-            raise UsageError(f"{flag} applies to --input")
-    for flag, given in (("--field", args.field), ("--id-field", args.id_field)):
-        if given and in_fmt != "jsonl":
-            raise UsageError(f"{flag} applies to .jsonl input")
+    in_fmt = _check_input(args)
     if args.format and args.output is None:
         raise UsageError("--format applies to --output")
     out_fmt = _output_format(args) if args.output is not None else None
@@ -645,19 +644,22 @@ def _embed_chunks(
     file and line (or argument) instead of its index in the chunk."""
     stream = iter(texts)
     while chunk := list(itertools.islice(stream, chunk_size)):
-        wheres = [t.where for t in chunk]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                results = model.encode(
-                    [t.text for t in chunk], **options, on_batch=bar.batch_done(len(chunk))
-                )
-            except (InputError, InputTypeError) as exc:
-                raise type(exc)(_locate(str(exc), wheres)) from None
-        for w in caught:
-            print(f"npdistil: warning: {_locate(str(w.message), wheres)}", file=sys.stderr)
+        on_batch = bar.batch_done(len(chunk))
+        results = _located(
+            functools.partial(_encode_texts, options=options, on_batch=on_batch), model, chunk
+        )
         bar.chunk_done(len(chunk))
         yield chunk, results
+
+
+def _encode_texts(
+    model: DistilBert,
+    chunk: list[_Text],
+    *,
+    options: dict[str, Any],
+    on_batch: Callable[[int, int], None],
+) -> Any:
+    return model.encode([t.text for t in chunk], **options, on_batch=on_batch)
 
 
 def _locate(message: str, wheres: list[str]) -> str:
@@ -782,16 +784,7 @@ def _task_parsers(sub: Any, hub: argparse.ArgumentParser) -> None:
     Python method returns it (transformers' pipeline keys)."""
     texts = _Parser(add_help=False)
     _model_option(texts)
-    texts.add_argument("--input", help="a .txt file (one text per line) or .jsonl; - for stdin")
-    texts.add_argument(
-        "--input-format", choices=["txt", "jsonl"], help="default: from the --input suffix"
-    )
-    texts.add_argument("--field", help="the text field of .jsonl input (default: text)")
-    texts.add_argument(
-        "--id-field", help="the id field of .jsonl input (default: id, else the line number)"
-    )
-    texts.add_argument("--encoding", type=_encoding, help="of --input (default: utf-8)")
-    texts.add_argument("--errors", choices=_ERRORS, help="bytes --input can't decode")
+    _input_options(texts)
     texts.add_argument("--output", help="write JSON Lines to this file (default: stdout)")
 
     f = sub.add_parser(
@@ -844,29 +837,35 @@ def _task_parsers(sub: Any, hub: argparse.ArgumentParser) -> None:
     )
 
 
+def _input_options(parser: argparse.ArgumentParser) -> None:
+    """Where texts come from, for embed and the task commands alike (read by ``_Input``)."""
+    parser.add_argument(
+        "--input",
+        help="a .txt file (one text per line) or .jsonl file (see --field); - for stdin",
+    )
+    parser.add_argument(
+        "--input-format", choices=["txt", "jsonl"], help="default: from the --input suffix"
+    )
+    parser.add_argument("--field", help="the text field of .jsonl input (default: text)")
+    parser.add_argument(
+        "--id-field", help="the id field of .jsonl input (default: id, else the line number)"
+    )
+    parser.add_argument("--encoding", type=_encoding, help="of --input (default: utf-8)")
+    parser.add_argument(
+        "--errors",
+        choices=_ERRORS,
+        help="bytes --input can't decode: strict (an error, the default), replace, ...",
+    )
+
+
 def _top_k(text: str) -> int | None:
     return None if text == "all" else _positive(text)
 
 
 def _task(args: argparse.Namespace, run: Callable[[DistilBert, list[_Text]], list[Any]]) -> int:
     """Read texts, run ``run`` on them a chunk at a time, write one JSON line per text."""
-    if bool(args.texts) == (args.input is not None):
-        raise UsageError("give texts as arguments or --input FILE (- for stdin), one of the two")
-    in_fmt = _input_format(args) if args.input is not None else None
-    for flag, given in (
-        ("--input-format", args.input_format),
-        ("--encoding", args.encoding),
-        ("--errors", args.errors),
-    ):
-        if given and args.input is None:
-            raise UsageError(f"{flag} applies to --input")
-    for flag, given in (
-        ("--field", args.field),
-        ("--id-field", args.id_field),
-        ("--pair-field", getattr(args, "pair_field", None)),
-    ):
-        if given and in_fmt != "jsonl":
-            raise UsageError(f"{flag} applies to .jsonl input")
+    _check_texts_or_input(args)
+    in_fmt = _check_input(args)
     _no_revision_for_local(args, args.model)
     texts = _Input(args, in_fmt or "txt")
     try:
@@ -898,8 +897,8 @@ def _task(args: argparse.Namespace, run: Callable[[DistilBert, list[_Text]], lis
 
 
 def _located(
-    run: Callable[[DistilBert, list[_Text]], list[Any]], model: DistilBert, chunk: list[_Text]
-) -> list[Any]:
+    run: Callable[[DistilBert, list[_Text]], Any], model: DistilBert, chunk: list[_Text]
+) -> Any:
     """``run`` on a chunk, its errors and warnings naming each text's file and line."""
     wheres = [t.where for t in chunk]
     with warnings.catch_warnings(record=True) as caught:
