@@ -28,7 +28,7 @@ import numpy as np
 from .. import model as M
 from ..errors import InputError
 from ..tokenizer import Tokenizer, Tokens, check_texts, overflow_windows
-from .batches import BATCH_SIZE, hidden_rows, in_batches
+from .batches import BATCH_SIZE, check_positive, hidden_rows, in_batches
 from .scores import softmax
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def answer(
     questions, contexts, single = _pairs(question, context)
     counts = (("top_k", top_k), ("max_answer_len", max_answer_len), ("batch_size", batch_size))
     for name, value in counts:
-        _check_positive(name, value)
+        check_positive(name, value)
     tok = model.tokenizer
     max_seq_len = _max_seq_len(max_seq_len, model.config.max_position_embeddings, tok)
     stride = min(max_seq_len // 2, MAX_DOC_STRIDE) if doc_stride is None else doc_stride
@@ -160,11 +160,6 @@ def _texts(name: str, value: object) -> list[str]:
         if not text:
             raise InputError(f"{name} {i} is empty")
     return texts
-
-
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _max_seq_len(value: int | None, positions: int, tok: Tokenizer) -> int:

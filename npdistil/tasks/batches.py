@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from ..errors import InputError
 from ..tokenizer import Batch
 
 if TYPE_CHECKING:
     from ..api import DistilBert
 
-__all__ = ["BATCH_SIZE", "in_batches", "hidden_rows"]
+__all__ = ["BATCH_SIZE", "in_batches", "hidden_rows", "check_positive"]
 
 BATCH_SIZE = 32  # texts (or windows) per forward pass
 T = TypeVar("T")
@@ -43,3 +44,14 @@ def hidden_rows(model: DistilBert, batch: Batch) -> list[np.ndarray]:
         else [row[:n] for row, n in zip(batch.token_type_ids, lengths, strict=True)]
     )
     return model.forward_packed(ids, types)
+
+
+def check_positive(name: str, value: object) -> None:
+    """An InputError unless ``value`` is a positive integer (a count: top_k, batch_size, ...).
+
+    >>> check_positive("top_k", 0)
+    Traceback (most recent call last):
+    npdistil.errors.InputError: top_k must be a positive integer, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")

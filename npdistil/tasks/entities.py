@@ -32,7 +32,7 @@ import numpy as np
 from .. import model as M
 from ..errors import InputError, InputTypeError
 from ..tokenizer import Tokens, check_texts, overflow_windows
-from .batches import hidden_rows, in_batches
+from .batches import check_positive, hidden_rows, in_batches
 from .scores import softmax
 
 if TYPE_CHECKING:
@@ -151,8 +151,7 @@ def _check_options(
                 'stride tags long texts in windows, which aggregation_strategy="none" cannot '
                 "merge (as in transformers): choose another strategy"
             )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive("batch_size", batch_size)
     return strategy
 
 

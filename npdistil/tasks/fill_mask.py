@@ -19,7 +19,7 @@ import numpy as np
 from .. import model as M
 from ..errors import InputError
 from ..tokenizer import check_texts
-from .batches import hidden_rows, in_batches
+from .batches import check_positive, hidden_rows, in_batches
 from .scores import softmax
 
 if TYPE_CHECKING:
@@ -43,8 +43,7 @@ def fill_mask(
     """
     one = isinstance(texts, str)
     texts = check_texts(texts)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise InputError(f"top_k must be a positive integer, got {top_k!r}")
+    check_positive("top_k", top_k)
     head = model._head("masked_lm")
     tok = model.tokenizer
     target_ids = None if targets is None else _target_ids(model, targets)
