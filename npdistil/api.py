@@ -239,9 +239,6 @@ class DistilBert:
 
     # ---- embeddings ---------------------------------------------------------------------------
 
-    def _run_packed(self, sequences: list[np.ndarray]) -> list[np.ndarray]:
-        return M.forward_packed(sequences, self._file.weights, self.config)
-
     def forward_packed(
         self, sequences: list[np.ndarray], token_types: list[np.ndarray] | None = None
     ) -> list[np.ndarray]:
@@ -370,7 +367,7 @@ class DistilBert:
         return E.encode(
             texts,
             self.tokenizer,
-            self._run_packed,
+            self.forward_packed,
             sentence=self._sentence,
             max_seq_length=self._max_seq_length,
             prompt_name=prompt_name,
@@ -402,7 +399,7 @@ class DistilBert:
         return E.iter_encode(
             texts,
             self.tokenizer,
-            self._run_packed,
+            self.forward_packed,
             chunk_size=chunk_size,
             sentence=self._sentence,
             max_seq_length=self._max_seq_length,

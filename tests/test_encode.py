@@ -302,7 +302,7 @@ def test_sentence_embeddings_keep_only_pooled_vectors_while_running(model):
     def run(sequences: list[np.ndarray]) -> list[np.ndarray]:
         gc.collect()
         assert [r for r in alive if r() is not None] == [], "an earlier batch is still held"
-        hidden = model._run_packed(sequences)
+        hidden = model.forward_packed(sequences)
         alive.extend(weakref.ref(h.base if h.base is not None else h) for h in hidden)
         return hidden
 
