@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 # The systems timed against each other, and the fp32 ONNX graphs npdistil is held to.
 PEERS = (
     "npdistil",
+    "npdistil_products",
     "pytorch",
     "onnxruntime",
     "onnxruntime_optimized",
@@ -831,6 +832,8 @@ def main(argv: list[str] | None = None) -> int:
             workers, PEERS, args.shapes, rounds, round_seconds, quiet, ceiling_again
         )
         r["ratios"] = ratios(r["throughput"], "npdistil", PEERS)
+        # The floor: npdistil's matrix products alone against the same ORT graphs.
+        r["floor_ratios"] = ratios(r["throughput"], "npdistil_products", ORT_FP32)
         # One fp32 graph runs the corpus, start-up and memory: the fastest over all shapes.
         best_graph = max(
             ORT_FP32,

@@ -135,6 +135,65 @@ class NpdistilFloat16(NpdistilInt8):
     dtype = "float16"
 
 
+class NpdistilProducts(Npdistil):
+    """The floor under npdistil: its linear layers' matrix products alone (q/k/v, attention's
+    output, the FFN's two, every layer) on the same weights, split between the threads as
+    npdistil splits them (by output columns up to ``_COLUMN_ROWS`` tokens, meeting after each
+    product as any column split must; by rows above, the FFN in ``_FFN_ROWS``-row blocks), and
+    nothing else: no bias, GELU, attention, LayerNorm, embeddings or Python between them. A
+    forward pass built from NumPy's matrix products, split this way, cannot be faster than this
+    on this BLAS. Inputs are fixed random activations (the products' speed does not depend on
+    their values; small ones keep clear of denormals)."""
+
+    name = "npdistil_products"
+
+    def time_forward(self, ids: np.ndarray, mask: np.ndarray, n: int) -> list[float]:
+        run = self._products(ids.size)
+        return _timed(run, n)
+
+    def _products(self, n_tokens: int) -> Any:
+        from npdistil import kernels
+        from npdistil import model as npd_model
+        from npdistil.numerics import dense
+
+        column_rows = getattr(npd_model, "_COLUMN_ROWS", 0)
+        ffn_rows = getattr(npd_model, "_FFN_ROWS", n_tokens)
+        min_rows = getattr(npd_model, "_MIN_PART_ROWS", 1)
+        blocks = self.model.weights.blocks
+        layers = [
+            [dense(lin.weight) for lin in (b.qkv, b.out, b.ffn_in, b.ffn_out)] for b in blocks
+        ]
+        rng = np.random.default_rng(0)
+        inputs = [
+            (0.1 * rng.standard_normal((n_tokens, w.shape[0]))).astype(np.float32)
+            for w in layers[0]
+        ]
+        outs = [np.empty((n_tokens, w.shape[1]), np.float32) for w in layers[0]]
+        cores = kernels.n_threads()
+        if cores > 1 and n_tokens <= column_rows:
+
+            def part(i: int, sync: Any) -> None:
+                for weights in layers:
+                    for w, x, out in zip(weights, inputs, outs, strict=True):
+                        cols = npd_model.column_slices(w.shape[1], cores)[i]
+                        np.matmul(x, w[:, cols], out=out[:, cols])
+                        sync()  # the next product reads every column
+
+            return lambda: kernels.run_together(part, cores)
+        rows = kernels.split_rows(np.ones(n_tokens), cores, min_rows)
+
+        def part_rows(i: int, sync: Any) -> None:
+            r = rows[i]
+            for weights in layers:
+                for k, (w, x, out) in enumerate(zip(weights, inputs, outs, strict=True)):
+                    step = ffn_rows if k >= 2 else r.stop - r.start  # the FFN in row blocks
+                    for a in range(r.start, r.stop, step):
+                        b = min(a + step, r.stop)
+                        np.matmul(x[a:b], w, out=out[a:b])
+
+        return lambda: kernels.run_together(part_rows, len(rows))
+
+
 class PyTorch:
     name = "pytorch"
 
@@ -470,6 +529,7 @@ SYSTEMS = {
     s.name: s
     for s in (
         Npdistil,
+        NpdistilProducts,
         NpdistilInt8,
         NpdistilFloat16,
         PyTorch,

@@ -369,7 +369,9 @@ def attention(
                 scores = np.matmul(k[seqs][group], q[group].swapaxes(-1, -2))  # [b, h, Tk, Tq]
                 if bias is not None:
                     scores += bias[g_seq, None, :, None]
-                scores -= scores.max(axis=2, keepdims=True)
+                # fmax, not max: the same maximum here (a NaN makes the softmax NaN either
+                # way), and NumPy's fmax reduces down columns 3x faster than its max
+                scores -= np.fmax.reduce(scores, axis=2, keepdims=True)
                 np.exp2(scores, out=scores)
                 total = scores.sum(axis=2, keepdims=True).swapaxes(-1, -2)  # [b, h, Tq, 1]
                 weights = scores.swapaxes(-1, -2)  # [b, h, Tq, Tk], unnormalised
