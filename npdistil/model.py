@@ -151,8 +151,9 @@ def self_attention(
 
 
 # The feed-forward runs this many rows at a time, so its [n, F] activation never exists whole
-# (row by row, the same as reference.feed_forward on all of them).
-_FFN_ROWS = 768
+# (row by row, the same as reference.feed_forward on all of them). 512 rows: a 32x128 batch
+# peaks at 321 MB instead of 335 MB with 768, at the same speed (measured paired, 2 cores).
+_FFN_ROWS = 512
 
 
 def feed_forward(h: np.ndarray, blk: Block, config: DistilBertConfig) -> np.ndarray:  # [n, D]
