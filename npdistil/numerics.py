@@ -78,8 +78,31 @@ def dense(w: Matrix) -> np.ndarray:  # [rows, cols] -> float32 [rows, cols]
         return out
     if w.dtype == FLOAT:
         return w
-    out = np.empty(w.shape, FLOAT)
-    np.copyto(out, w)  # from float16: 8x faster than .astype (NumPy 2.4 takes a slow path there)
+    return _widen_float16(w)
+
+
+# float16 -> float32 by moving bits: NumPy converts float16 one element at a time (~1.7 ns
+# each here, 4 ms per [768, 3072] matrix); these four passes of integer and float operations
+# take a quarter of that. A float16's sign, exponent and fraction, shifted into float32's
+# fields, make the same number divided by 2^112 (the exponent biases are 15 and 127), exact for
+# normal and subnormal values alike; infinities and NaNs (exponent all ones) are not, so any
+# there are converted by NumPy. Equal bits to NumPy's conversion for all 65,536 float16 values
+# (tested), unless the process flushes denormal inputs to zero, which some libraries turn on.
+_HALF_FIELDS = np.int32(-0x70002000)  # 0x8FFFE000: the sign, then the 15 bits moved up
+_HALF_SCALE = np.float32(2.0**112)
+
+
+def _widen_float16(w: np.ndarray) -> np.ndarray:  # float16 [...] -> float32 [...], a new array
+    bits = np.empty(w.shape, np.int32)
+    np.copyto(bits, w.view(np.int16))  # sign-extended: a negative one also sets bits 16..31
+    np.left_shift(bits, 13, out=bits)  # [s e e e e e f x 10] -> bits 13..27 (and the sign's)
+    np.bitwise_and(bits, _HALF_FIELDS, out=bits)  # keep the sign bit and bits 13..27
+    out = bits.view(FLOAT)
+    out *= _HALF_SCALE
+    exponents = np.bitwise_and(w.view(np.uint16), 0x7C00)
+    if exponents.size and exponents.max() == 0x7C00:  # infinities or NaNs
+        special = exponents == 0x7C00
+        out[special] = w[special]
     return out
 
 

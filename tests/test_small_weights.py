@@ -163,3 +163,18 @@ def test_npdistil_convert_dtype_from_a_folder_and_from_a_float32_file(tmp_path):
         )
     p = convert(tmp_path / "i8.safetensors", tmp_path / "back.safetensors", "--dtype", "float32")
     assert p.returncode == 1 and "int8 already" in p.stderr  # rounding can't be undone
+
+
+def test_float16_widening_equals_numpys_conversion_for_every_value():
+    """``dense`` widens float16 by moving bits (4x faster than NumPy's cast): the same bits as
+    NumPy's own conversion for each of the 65,536 float16 values (subnormals, zeros of both
+    signs, infinities and NaNs included), in a matrix and in a strided column slice of one."""
+    from npdistil.numerics import dense
+
+    every = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    got = dense(every.reshape(256, 256))
+    assert got.dtype == np.float32
+    assert np.array_equal(got.reshape(-1).view(np.uint32), every.astype(np.float32).view(np.uint32))
+    w = np.random.default_rng(0).standard_normal((64, 96)).astype(np.float16)
+    part = w[:, 17:80]  # as the column split slices a weight matrix
+    assert np.array_equal(dense(part).view(np.uint32), part.astype(np.float32).view(np.uint32))
