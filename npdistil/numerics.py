@@ -4,7 +4,7 @@
 speed work belongs. Functions marked "in place" overwrite their first argument and return it:
 the forward pass owns its activations, so reusing their memory saves allocations.
 
-Where the time goes: the matrix products take ~88% of the time, at about BLAS's peak. The rest
+Where the time goes: the matrix products take 70-80% of the time, near BLAS's peak. The rest
 is elementwise work over big activations -- bias adds, GELU over [N, F], layer norms, the
 softmax over [B, H, T, T] -- at one NumPy operation per pass through memory. So the helpers
 below take cache-sized chunks of rows through all their operations at once, with chunk-sized

@@ -1,6 +1,6 @@
 """What npdistil runs on: NumPy's BLAS, the kernel it chose, its threads, and what the CPU could
-do. Matrix products are ~90% of a forward pass, so a BLAS running below the CPU's best kernel
-slows npdistil by the same factor, silently: this is where that gets said.
+do. Matrix products are 70-80% of a forward pass, so a BLAS running below the CPU's best kernel
+slows npdistil by nearly the same factor, silently: this is where that gets said.
 
 Some machines set ``OPENBLAS_CORETYPE=Haswell`` in the environment (it pins OpenBLAS to its AVX2
 kernels whatever the CPU). On an AVX-512 CPU that halves single-precision matrix products:
