@@ -95,7 +95,7 @@ _HALF_SCALE = np.float32(2.0**112)
 def _widen_float16(w: np.ndarray) -> np.ndarray:  # float16 [...] -> float32 [...], a new array
     bits = np.empty(w.shape, np.int32)
     np.copyto(bits, w.view(np.int16))  # sign-extended: a negative one also sets bits 16..31
-    np.left_shift(bits, 13, out=bits)  # [s e e e e e f x 10] -> bits 13..27 (and the sign's)
+    np.left_shift(bits, 13, out=bits)  # exponent and fraction (15 bits) -> bits 13..27
     np.bitwise_and(bits, _HALF_FIELDS, out=bits)  # keep the sign bit and bits 13..27
     out = bits.view(FLOAT)
     out *= _HALF_SCALE
