@@ -157,9 +157,9 @@ class NpdistilProducts(Npdistil):
         return _timed(self._runs[ids.size], n)
 
     def _products(self, n_tokens: int) -> Any:
-        from npdistil import kernels
-        from npdistil import model as npd_model
-        from npdistil.numerics import dense
+        from npdistil.model import kernels
+        from npdistil.model import transformer as npd_model
+        from npdistil.model.numerics import dense
 
         column_rows = getattr(npd_model, "_COLUMN_ROWS", 0)
         ffn_rows = getattr(npd_model, "_FFN_ROWS", n_tokens)

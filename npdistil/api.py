@@ -9,20 +9,20 @@ from typing import Any, overload
 
 import numpy as np
 
-from . import encode as E
-from . import model as M
-from . import sentence as S
 from . import system
-from .config import EncoderConfig
-from .convert import ConvertedFile
 from .errors import InputError, InputTypeError, NpdistilError
-from .layout import Heads
-from .loader import DEFAULT_MODEL, resolve
+from .model import transformer as M
+from .model.config import EncoderConfig
 from .tasks import answer as _answer
 from .tasks import classify as _classify
 from .tasks import entities as _entities
 from .tasks import fill_mask as _fill_mask
-from .tokenizer import Tokenizer
+from .text import encode as E
+from .text import sentence as S
+from .text.tokenizer import Tokenizer
+from .weights.convert import ConvertedFile
+from .weights.layout import Heads
+from .weights.loader import DEFAULT_MODEL, resolve
 
 __all__ = ["DistilBert", "load"]
 

@@ -18,9 +18,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import reference
 from .errors import InputError, NpdistilError
-from .storage import replace_atomic
+from .model import reference
+from .weights.storage import replace_atomic
 
 __all__ = [
     "Stage",

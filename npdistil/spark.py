@@ -71,10 +71,10 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from . import encode as E
 from .api import DistilBert, load
-from .encode import TokenEmbeddings, WordEmbeddings
 from .errors import CheckpointError, InputError, InputTypeError, NpdistilError
+from .text import encode as E
+from .text.encode import TokenEmbeddings, WordEmbeddings
 
 __all__ = ["ANNOTATION", "DistilBertEmbeddings", "worker_model"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
+from .model import kernels
 
 __all__ = ["SlowBlasWarning", "blas_info", "cpu_level", "check_blas", "measure_sgemm", "report"]
 
@@ -166,13 +166,21 @@ def measure_sgemm(seconds: float = 1.0, threads: int | None = None) -> float:
     return 2 * 1024 * 768 * 3072 * n * runs / elapsed / 1e9
 
 
+def _version() -> str:
+    """npdistil's version as installed (pip's metadata, which pyproject.toml sets)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("npdistil")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def report(measure: bool = True) -> str:
     """What ``npdistil doctor`` prints: versions, BLAS, kernel, threads, CPU, and (with
     ``measure``) a two-second sgemm measurement and the speed it allows."""
-    from . import __version__
-
     lines = [
-        f"npdistil {__version__}, NumPy {np.__version__}, Python {platform.python_version()}",
+        f"npdistil {_version()}, NumPy {np.__version__}, Python {platform.python_version()}",
         f"CPU: {_cpu_model()} ({os.cpu_count()} logical cores, "
         f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} usable), "
         f"best instruction set: {cpu_level() or 'unknown'}",

@@ -20,7 +20,7 @@ from conftest import FIXTURES, checkpoint_copy
 import npdistil
 from npdistil import EncoderConfig
 from npdistil.errors import CheckpointError, ConfigError, InputError, InputTypeError
-from npdistil.tokenizer import longest_first
+from npdistil.text.tokenizer import longest_first
 
 META = json.loads((FIXTURES / "tiny_bert_reference.json").read_text(encoding="utf-8"))
 REF = dict(np.load(FIXTURES / "tiny_bert_reference.npz"))

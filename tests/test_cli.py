@@ -26,7 +26,8 @@ import safetensors.numpy
 from conftest import FIXTURES, checkpoint_copy, tiny_reference
 
 import npdistil
-from npdistil.output import float32_json
+from npdistil.cli.output import float32_json
+from npdistil.weights.loader import local_entry
 
 NPDISTIL = Path(sys.executable).parent / "npdistil"
 TINY = FIXTURES / "tiny"
@@ -415,8 +416,8 @@ def test_unreachable_hosts_are_asked_once_not_retried(fake_hub, monkeypatch):
     refused connection (huggingface_hub alone makes 7, 23 s apart)."""
     from huggingface_hub import constants
 
-    from npdistil import hub
     from npdistil.errors import HubUnreachableError
+    from npdistil.weights import hub
 
     lookups: list[str] = []
     real_getaddrinfo = socket.getaddrinfo
@@ -486,7 +487,7 @@ def test_offline_flag_makes_no_request(fake_hub, tmp_path):
 _HOLD_A_TEMP = textwrap.dedent(
     """
     import sys, time
-    from npdistil.storage import open_replacing
+    from npdistil.weights.storage import open_replacing
     with open_replacing(sys.argv[1]) as f:  # a live writer, holding its temporary file
         f.write(b"partial")
         f.flush()
@@ -561,9 +562,9 @@ def test_cache_list_prune_and_clear(tmp_path, monkeypatch):
         f"hub/org--m/{'a' * 40}.safetensors": "stale",
         f"hub/org--old/{'c' * 40}.safetensors": "stale",
         f"hub/org--m/{'b' * 40}.safetensors": "current",
-        str(npdistil.loader.local_entry(cache, TINY).relative_to(cache)): "current",
-        str(npdistil.loader.local_entry(cache, changed).relative_to(cache)): "stale",
-        str(npdistil.loader.local_entry(cache, tmp_path / "gone").relative_to(cache)): "orphan",
+        str(local_entry(cache, TINY).relative_to(cache)): "current",
+        str(local_entry(cache, changed).relative_to(cache)): "stale",
+        str(local_entry(cache, tmp_path / "gone").relative_to(cache)): "orphan",
         "local/tiny-0123456789abcdef.safetensors": "stale",
         "local/broken.safetensors": "unusable",
     }
@@ -578,7 +579,7 @@ def test_cache_list_prune_and_clear(tmp_path, monkeypatch):
         [
             str(new.relative_to(cache)),
             "notes.txt",
-            str(npdistil.loader.local_entry(cache, TINY).relative_to(cache)),
+            str(local_entry(cache, TINY).relative_to(cache)),
         ]
     )
     assert "removed 2 file(s)" in run("cache", "clear").stdout.decode()

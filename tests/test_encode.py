@@ -307,6 +307,6 @@ def test_sentence_embeddings_keep_only_pooled_vectors_while_running(model):
         return hidden
 
     tok = model.tokenizer
-    pooled = npdistil.encode.encode(texts, tok, run, batch_size=1)
+    pooled = npdistil.text.encode.encode(texts, tok, run, batch_size=1)
     assert len(alive) == len(texts)
     np.testing.assert_array_equal(pooled, model.encode(texts, batch_size=1))

@@ -13,7 +13,6 @@ import safetensors.numpy
 from conftest import FIXTURES, checkpoint_copy, tiny_reference
 
 import npdistil
-from npdistil import convert
 from npdistil.errors import (
     CheckpointError,
     ConfigError,
@@ -21,6 +20,7 @@ from npdistil.errors import (
     InputTypeError,
     NpdistilError,
 )
+from npdistil.weights import convert
 
 META, REF = tiny_reference()
 IDS, MASK, EXPECTED = (

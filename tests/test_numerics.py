@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 import synthetic
 
-from npdistil import kernels, layout
-from npdistil import numerics as N
-from npdistil.config import DistilBertConfig
-from npdistil.model import forward, forward_packed
+from npdistil.model import kernels
+from npdistil.model import numerics as N
+from npdistil.model.config import DistilBertConfig
+from npdistil.model.transformer import forward, forward_packed
+from npdistil.weights import layout
 
 RNG = np.random.default_rng(7)
 
@@ -224,7 +225,7 @@ def test_blas_is_held_to_one_thread_inside_a_pass_and_restored_after():
 
 _HOLD_FROM_A_THREAD = """
 import threading, threadpoolctl
-from npdistil import kernels
+from npdistil.model import kernels
 seen = []
 def other():
     seen.extend(kernels.run_together(
@@ -416,7 +417,7 @@ def test_short_inputs_split_by_columns_equal_the_row_split(mid_model, monkeypatc
     """Up to model._COLUMN_ROWS tokens, every part holds all the rows and computes its columns
     of each product (encoder_columns); the numbers are those of the usual split by rows, hidden
     states and attention probabilities included, with 2 or 3 parts (uneven columns)."""
-    from npdistil import model as M
+    from npdistil.model import transformer as M
 
     weights, config = mid_model
     monkeypatch.setattr(kernels, "n_threads", lambda: parts)
@@ -449,7 +450,7 @@ def test_short_inputs_split_by_columns_equal_the_row_split(mid_model, monkeypatc
 
 
 def test_column_slices_cover_every_column_once():
-    from npdistil.model import column_slices
+    from npdistil.model.transformer import column_slices
 
     for width in (1, 5, 20, 37, 60, 768, 2304, 3072):
         for n in (1, 2, 3, 4):

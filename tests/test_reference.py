@@ -1,5 +1,5 @@
-"""npdistil.reference, the textbook forward pass: equal to transformers' committed outputs, and
-the fast path (model.py) equal to it.
+"""npdistil.reference (npdistil/model/reference.py), the textbook forward pass: equal to
+transformers' committed outputs, and the fast path (model/transformer.py) equal to it.
 
 Both comparisons print their figures into the end-of-run parity table. The reference computes in
 float64, so "reference vs fast path" measures the fast path's float32 rounding and its tricks
@@ -15,9 +15,9 @@ import pytest
 from conftest import FIXTURES, TINY_MODELS, tiny_reference
 
 import npdistil
-from npdistil import reference
 from npdistil.errors import InputError
-from npdistil.model import forward, forward_packed
+from npdistil.model import reference
+from npdistil.model.transformer import forward, forward_packed
 
 META, REF = tiny_reference()
 FULL = np.load(FIXTURES / "full_size_reference.npz")

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from npdistil.errors import CheckpointError
-from npdistil.storage import read_header, read_tensors
+from npdistil.weights.storage import read_header, read_tensors
 
 
 def _raw(header: dict, data: bytes, pad: bool = True) -> bytes:

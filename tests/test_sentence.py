@@ -15,9 +15,9 @@ import pytest
 from conftest import FIXTURES, SENTENCE_TOLERANCE
 
 import npdistil
-from npdistil import convert
 from npdistil.errors import CheckpointError, InputError
-from npdistil.sentence import quantize_embeddings, similarity
+from npdistil.text.sentence import quantize_embeddings, similarity
+from npdistil.weights import convert
 
 META = json.loads((FIXTURES / "st_reference.json").read_text(encoding="utf-8"))
 REF = dict(np.load(FIXTURES / "st_reference.npz"))
@@ -379,8 +379,8 @@ def test_editing_a_module_file_reconverts_the_folder(tmp_path, parity):
 def test_an_older_format_file_in_the_cache_is_converted_again(tmp_path, monkeypatch):
     folder = _copy("st-distilbert-max", tmp_path)
     first = npdistil.load(folder)
-    monkeypatch.setattr("npdistil.loader.FORMAT_VERSION", 4)  # as if npdistil had moved on
-    monkeypatch.setattr("npdistil.convert.FORMAT_VERSION", 4)
+    monkeypatch.setattr("npdistil.weights.loader.FORMAT_VERSION", 4)  # as if npdistil had moved on
+    monkeypatch.setattr("npdistil.weights.convert.FORMAT_VERSION", 4)
     again = npdistil.load(folder)
     assert again._file.format_version == 4 and again.path == first.path
 

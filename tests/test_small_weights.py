@@ -13,9 +13,10 @@ import pytest
 from conftest import FIXTURES, tiny_reference
 
 import npdistil
-from npdistil import quantize, reference, storage
 from npdistil.errors import CheckpointError, InputError
-from npdistil.numerics import Int8Array
+from npdistil.model import quantize, reference
+from npdistil.model.numerics import Int8Array
+from npdistil.weights import storage
 
 TEXTS = tiny_reference()[0]["texts"][:4] + [
     "Small machines get small weights.",
@@ -75,7 +76,7 @@ def test_the_fast_path_runs_a_small_file_exactly_as_the_weights_it_holds(dtype, 
         if not name.endswith(".scale")
     }
     assert widened["embeddings.word"].dtype == (np.float64 if dtype == "int8" else np.float16)
-    by_hand = npdistil.layout.build_weights(
+    by_hand = npdistil.weights.layout.build_weights(
         {k: np.asarray(v, np.float32) for k, v in widened.items()}, model.config, "by hand"
     )
     batch = model.tokenizer(TEXTS)
@@ -169,7 +170,7 @@ def test_float16_widening_equals_numpys_conversion_for_every_value():
     """``dense`` widens float16 by moving bits (4x faster than NumPy's cast): the same bits as
     NumPy's own conversion for each of the 65,536 float16 values (subnormals, zeros of both
     signs, infinities and NaNs included), in a matrix and in a strided column slice of one."""
-    from npdistil.numerics import dense
+    from npdistil.model.numerics import dense
 
     every = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
     got = dense(every.reshape(256, 256))

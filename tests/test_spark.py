@@ -386,7 +386,7 @@ def test_each_python_worker_opens_the_model_once(spark, folder, tiny, tmp_path):
 def test_python_workers_run_one_blas_thread(spark):
     @F.udf("string")
     def threads(_):  # noqa: ANN001 (a hint would make Spark look for an Arrow UDF)
-        from npdistil import kernels
+        from npdistil.model import kernels
 
         omp = os.environ.get("OMP_NUM_THREADS")
         return f"OMP_NUM_THREADS={omp} n_threads={kernels.n_threads()}"

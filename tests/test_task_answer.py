@@ -15,7 +15,7 @@ from conftest import FIXTURES
 
 import npdistil
 from npdistil.errors import InputError, InputTypeError, NpdistilError
-from npdistil.tokenizer import overflow_windows
+from npdistil.text.tokenizer import overflow_windows
 
 REFERENCE = json.loads((FIXTURES / "tasks" / "answer.json").read_text(encoding="utf-8"))
 CHECKPOINTS = list(REFERENCE["checkpoints"])  # tiny-qa (DistilBERT), tiny-bert-qa (BERT)

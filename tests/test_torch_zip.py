@@ -1,4 +1,5 @@
-"""npdistil.torch_zip: reading pytorch_model.bin without torch, and refusing what isn't weights.
+"""npdistil.weights.torch_zip: reading pytorch_model.bin without torch, and refusing what isn't
+weights.
 
 Valid files come from tests/torchzip_writer.py, which writes torch 2.13's layout byte for byte
 (checked by hand against torch.load); hostile ones are crafted here opcode by opcode.
@@ -38,9 +39,9 @@ from torchzip_writer import (
     write_zip,
 )
 
-from npdistil import torch_zip
 from npdistil.errors import CheckpointError, UnsafeCheckpointError
-from npdistil.torch_zip import read_torch_zip
+from npdistil.weights import torch_zip
+from npdistil.weights.torch_zip import read_torch_zip
 
 RNG = np.random.default_rng(0)
 

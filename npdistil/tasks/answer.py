@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 import numpy as np
 
-from .. import model as M
 from ..errors import InputError
-from ..tokenizer import Tokenizer, Tokens, check_texts, overflow_windows
+from ..model import transformer as M
+from ..text.tokenizer import Tokenizer, Tokens, check_texts, overflow_windows
 from .batches import BATCH_SIZE, check_positive, hidden_rows, in_batches
 from .scores import softmax
 

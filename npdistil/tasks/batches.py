@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from ..errors import InputError
-from ..tokenizer import Batch
+from ..text.tokenizer import Batch
 
 if TYPE_CHECKING:
     from ..api import DistilBert

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import model as M
 from ..errors import InputError
-from ..tokenizer import Batch, check_texts
+from ..model import transformer as M
+from ..text.tokenizer import Batch, check_texts
 from .batches import hidden_rows, in_batches
 from .scores import sigmoid, softmax
 

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .. import model as M
 from ..errors import InputError, InputTypeError
-from ..tokenizer import Tokens, check_texts, overflow_windows
+from ..model import transformer as M
+from ..text.tokenizer import Tokens, check_texts, overflow_windows
 from .batches import check_positive, hidden_rows, in_batches
 from .scores import softmax
 

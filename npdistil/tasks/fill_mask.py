@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import model as M
 from ..errors import InputError
-from ..tokenizer import check_texts
+from ..model import transformer as M
+from ..text.tokenizer import check_texts
 from .batches import check_positive, hidden_rows, in_batches
 from .scores import softmax
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import reference
+from ..model import reference
 
 __all__ = ["softmax", "sigmoid"]
 

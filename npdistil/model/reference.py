@@ -7,7 +7,7 @@ Shape legend: B batch, T tokens, D model width (``dim``), H heads (``n_heads``),
 
 Every block is post-LN, as in BERT: ``h = LN(x + attention(x))``, ``out = LN(h + ffn(h))``.
 
-``model.py`` computes the same numbers fast (threads, fused kernels, packed batches without
+``transformer.py`` computes the same numbers fast (threads, fused kernels, packed batches without
 padding); the tests hold it equal to this file, and this file equal to Hugging Face
 transformers. Here every step is one plain line, with no speed tricks, and the arithmetic is
 float64 by default: that makes this file the yardstick both float32 implementations are
@@ -15,7 +15,7 @@ measured against (``dtype=np.float32`` shows what float32 rounding alone does).
 
 ``forward(model, input_ids)`` takes anything with ``.weights`` and ``.config`` (a loaded
 ``npdistil.DistilBert``); ``encoder(input_ids, attention_mask, weights, config)`` takes them
-separately. The weights are the typed records of ``model.py``: a Linear's weight is stored
+separately. The weights are the typed records of ``transformer.py``: a Linear's weight is stored
 [in, out], so ``y = x @ W + b``, and q, k and v sit side by side in one [D, 3D] matrix.
 """
 
@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .config import DistilBertConfig
-from .errors import InputError
-from .model import Block, Embeddings, ModelOutput, Weights
 from .numerics import LayerNorm, Linear
 from .quantize import float32_weights
+from .transformer import Block, Embeddings, ModelOutput, Weights
 
 __all__ = ["forward", "encoder", "embed", "block", "attention", "feed_forward"]
 __all__ += ["linear", "layer_norm", "gelu", "relu", "softmax", "split_heads", "merge_heads"]
@@ -203,7 +203,7 @@ def forward(
     the textbook way: ``model`` is anything with ``.weights`` and ``.config``.
 
     >>> import npdistil
-    >>> from npdistil import reference
+    >>> from npdistil.model import reference
     >>> model = npdistil.load("tests/fixtures/tiny")  # doctest: +SKIP
     >>> reference.forward(model, [[2, 180, 3]]).last_hidden_state.shape  # doctest: +SKIP
     (1, 3, 20)

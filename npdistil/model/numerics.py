@@ -1,6 +1,6 @@
 """The numerical building blocks of the forward pass, each a function of float32 arrays.
 
-`model.py` says *what* DistilBERT computes with these; this module says *how*, and is where
+`transformer.py` says *what* DistilBERT computes with these; this module says *how*, and is where
 speed work belongs. Functions marked "in place" overwrite their first argument and return it:
 the forward pass owns its activations, so reusing their memory saves allocations.
 
@@ -14,15 +14,15 @@ few operations, and exp is computed as exp2. Spreading the work over cores is ``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
+import mmap
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
-
-from .storage import gather_rows
 
 __all__ = [
     "Int8Array",
@@ -104,6 +104,34 @@ def _widen_float16(w: np.ndarray) -> np.ndarray:  # float16 [...] -> float32 [..
         special = exponents == 0x7C00
         out[special] = w[special]
     return out
+
+
+def gather_rows(table: np.ndarray, ids: np.ndarray) -> np.ndarray:  # [V, D], [N] -> [N, D]
+    """``table[ids]``, then, when ``table`` is mapped from a file, its pages are let go from
+    this process (they stay in the OS page cache, for the next lookup).
+
+    A lookup of a few thousand rows touches pages all over the 89 MB word-embedding table, and
+    the kernel maps their neighbours too: without this, all of it would count in the process's
+    resident memory for the rest of its life.
+    """
+    rows = table[ids]
+    owner, root = _mapping_of(table)
+    if owner is not None and hasattr(owner, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        start = table.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+        first = start - start % mmap.PAGESIZE
+        length = min(start + table.nbytes, len(owner)) - first
+        with contextlib.suppress(OSError, ValueError):
+            owner.madvise(mmap.MADV_DONTNEED, first, length)
+    return rows
+
+
+def _mapping_of(array: np.ndarray) -> tuple[mmap.mmap | None, np.ndarray]:
+    """The mmap an array views, and the array over the whole mapping (None when not mapped)."""
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    owner = root.base.obj if isinstance(root.base, memoryview) else root.base
+    return (owner if isinstance(owner, mmap.mmap) else None), root
 
 
 def embedding_rows(table: Matrix, ids: np.ndarray) -> np.ndarray:  # [V, D], [n] -> [n, D]

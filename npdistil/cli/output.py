@@ -26,9 +26,9 @@ from typing import IO, Any, BinaryIO
 
 import numpy as np
 
-from .encode import TokenEmbeddings, WordEmbeddings
-from .errors import InputError
-from .storage import open_replacing
+from ..errors import InputError
+from ..text.encode import TokenEmbeddings, WordEmbeddings
+from ..weights.storage import open_replacing
 
 __all__ = ["FORMATS", "open_writer", "float32_json"]
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError, UnsafeCheckpointError
+from ..errors import CheckpointError, UnsafeCheckpointError
 
 __all__ = ["read_torch_zip"]
 

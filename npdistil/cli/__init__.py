@@ -28,12 +28,12 @@ from typing import Any, BinaryIO, NamedTuple, NoReturn
 
 import numpy as np
 
-from . import __version__, inside
-from .api import DistilBert, load
-from .encode import TokenEmbeddings, WordEmbeddings
-from .errors import InputError, InputTypeError, NpdistilError
-from .loader import DEFAULT_MODEL
-from .sentence import Dense, Pooling
+from .. import __version__, inside
+from ..api import DistilBert, load
+from ..errors import InputError, InputTypeError, NpdistilError
+from ..text.encode import TokenEmbeddings, WordEmbeddings
+from ..text.sentence import Dense, Pooling
+from ..weights.loader import DEFAULT_MODEL
 
 __all__ = ["main"]
 
@@ -286,7 +286,7 @@ def _mb(n: int) -> str:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .loader import export
+    from ..weights.loader import export
 
     _no_revision_for_local(args, args.source)
     out = export(
@@ -301,7 +301,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .storage import read_header
+    from ..weights.storage import read_header
 
     _no_revision_for_local(args, args.source)
     model = load(args.source, revision=args.revision, local_files_only=args.offline)
@@ -361,15 +361,15 @@ def _describe(model: DistilBert) -> dict[str, Any]:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .system import report
+    from ..system import report
 
     print(report(measure=not args.no_measure))
     return 0
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from . import cache
-    from .loader import cache_root
+    from ..weights import cache
+    from ..weights.loader import cache_root
 
     root = cache_root()
     if args.action == "list":
@@ -532,7 +532,7 @@ def _output_format(args: argparse.Namespace) -> str:
     suffix = Path(args.output).suffix.lower()
     if suffix in _OUTPUT_SUFFIXES:
         return _OUTPUT_SUFFIXES[suffix]
-    from .storage import is_regular_target
+    from ..weights.storage import is_regular_target
 
     if not is_regular_target(args.output):  # a pipe, /dev/stdout: text, as `-` is
         return "jsonl"
@@ -873,7 +873,7 @@ def _task(args: argparse.Namespace, run: Callable[[DistilBert, list[_Text]], lis
         to_file = args.output not in (None, "-")
         with contextlib.ExitStack() as stack:
             if to_file:
-                from .storage import is_regular_target, open_replacing
+                from ..weights.storage import is_regular_target, open_replacing
 
                 if is_regular_target(args.output):
                     out = stack.enter_context(open_replacing(Path(args.output)))
@@ -986,7 +986,3 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "entities": _entities,
     "answer": _answer,
 }
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

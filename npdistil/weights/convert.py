@@ -2,7 +2,7 @@
 
 The file holds the weights laid out for the NumPy forward pass (see ``layout.py``), and in its
 metadata the config, the tokenizer definition, the task heads, a sentence-transformers folder's
-modules (``sentence.py``; Dense weights as tensors), where the weights came from (repo,
+modules (``text/sentence.py``; Dense weights as tensors), where the weights came from (repo,
 revision, commit, file name and sha256) and the format version. It is written to a
 temporary name and renamed, so no reader ever sees half of it.
 """
@@ -18,11 +18,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import layout, quantize, sentence, storage
-from .config import EncoderConfig
-from .errors import CheckpointError, InputError, IntegrityError
-from .model import Weights
-from .tokenizer import tokenizer_definition
+from ..errors import CheckpointError, InputError, IntegrityError
+from ..model import quantize
+from ..model.config import EncoderConfig
+from ..model.transformer import Weights
+from ..text import sentence
+from ..text.tokenizer import tokenizer_definition
+from . import layout, storage
 from .torch_zip import read_torch_zip
 
 __all__ = [
@@ -89,7 +91,7 @@ def convert_folder(
     ``source`` (repo, revision, commit) is recorded in the file. With ``expected_sha256``
     (the Hub's LFS hash), weights whose sha256 differs are refused. ``dtype="int8"`` or
     ``"float16"`` writes a small-weights file (about 1/4 or 1/2 of the float32 size; see
-    ``quantize.py``), which ``load`` runs like any other.
+    ``model/quantize.py``), which ``load`` runs like any other.
     """
     if dtype not in quantize.DTYPES:
         raise InputError(f"dtype must be one of {quantize.DTYPES}, got {dtype!r}")

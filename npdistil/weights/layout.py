@@ -18,9 +18,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .config import EncoderConfig
-from .errors import CheckpointError
-from .model import (
+from ..errors import CheckpointError
+from ..model.config import EncoderConfig
+from ..model.numerics import Int8Array, LayerNorm, Linear, Matrix
+from ..model.transformer import (
     Block,
     Embeddings,
     MaskedLMHead,
@@ -30,7 +31,6 @@ from .model import (
     TokenClassificationHead,
     Weights,
 )
-from .numerics import Int8Array, LayerNorm, Linear, Matrix
 
 __all__ = ["HEAD_KINDS", "NAMES", "Heads", "from_hf_state_dict", "build_weights", "build_heads"]
 

@@ -3,7 +3,7 @@
 The tokens of a batch (all its sequences back to back, [N, D]) are cut into one run of rows per
 thread. Each thread takes its rows through the whole encoder, and the threads meet once per
 layer around the keys and values they share, since attention looks at every key of
-a sequence (``model.py`` shows where). NumPy releases the GIL in matrix products and in long
+a sequence (``transformer.py`` shows where). NumPy releases the GIL in matrix products and in long
 elementwise operations, so the threads run in parallel. A short input (a few dozen tokens) is
 cut the other way: every thread computes some columns of each matrix product for all the rows,
 and the threads meet after each product (``model.encoder_columns``).

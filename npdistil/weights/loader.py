@@ -16,7 +16,9 @@ import logging
 import os
 from pathlib import Path
 
-from . import hub, sentence, storage
+from ..errors import CheckpointError, HubError, HubUnreachableError, IntegrityError
+from ..text import sentence
+from . import hub, storage
 from .convert import (
     FORMAT_VERSION,
     WEIGHT_FILES,
@@ -25,7 +27,6 @@ from .convert import (
     open_converted,
     recompress,
 )
-from .errors import CheckpointError, HubError, HubUnreachableError, IntegrityError
 
 __all__ = ["cache_root", "resolve", "export", "local_entry", "folder_fingerprint"]
 

@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import CheckpointError, InputError
-from .numerics import Linear, gelu, linear
+from ..errors import CheckpointError, InputError
+from ..model.numerics import Linear, gelu, linear
 
 __all__ = [
     "POOLING_MODES",

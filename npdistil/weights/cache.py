@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+from ..errors import CheckpointError
 from . import hub, storage
 from .convert import FORMAT_VERSION
-from .errors import CheckpointError
 from .loader import cache_root, folder_fingerprint, local_entry
 
 __all__ = ["PRUNABLE", "Entry", "entries", "prune", "clear"]

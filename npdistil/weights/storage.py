@@ -32,11 +32,10 @@ except ImportError:  # Windows: no flock; temporary files are then judged by age
 
 import numpy as np
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 __all__ = [
     "TensorInfo",
-    "gather_rows",
     "read_header",
     "read_tensors",
     "write_atomic",
@@ -201,34 +200,6 @@ def read_tensors(
             array = (array.astype(np.uint32) << 16).view(np.float32)
         out[name] = array
     return out
-
-
-def gather_rows(table: np.ndarray, ids: np.ndarray) -> np.ndarray:  # [V, D], [N] -> [N, D]
-    """``table[ids]``, then, when ``table`` is mapped from a file, its pages are let go from
-    this process (they stay in the OS page cache, for the next lookup).
-
-    A lookup of a few thousand rows touches pages all over the 89 MB word-embedding table, and
-    the kernel maps their neighbours too: without this, all of it would count in the process's
-    resident memory for the rest of its life.
-    """
-    rows = table[ids]
-    owner, root = _mapping_of(table)
-    if owner is not None and hasattr(owner, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        start = table.__array_interface__["data"][0] - root.__array_interface__["data"][0]
-        first = start - start % mmap.PAGESIZE
-        length = min(start + table.nbytes, len(owner)) - first
-        with contextlib.suppress(OSError, ValueError):
-            owner.madvise(mmap.MADV_DONTNEED, first, length)
-    return rows
-
-
-def _mapping_of(array: np.ndarray) -> tuple[mmap.mmap | None, np.ndarray]:
-    """The mmap an array views, and the array over the whole mapping (None when not mapped)."""
-    root = array
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    owner = root.base.obj if isinstance(root.base, memoryview) else root.base
-    return (owner if isinstance(owner, mmap.mmap) else None), root
 
 
 # ---- writing files whole ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from tokenizers import normalizers
 from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.processors import TemplateProcessing
 
-from .errors import CheckpointError, InputError, InputTypeError
+from ..errors import CheckpointError, InputError, InputTypeError
 
 __all__ = ["Tokenizer", "Tokens", "Batch", "check_texts", "longest_first", "overflow_windows"]
 

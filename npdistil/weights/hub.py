@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from . import sentence
+from ..errors import HubError, HubUnreachableError
+from ..text import sentence
 from .convert import WEIGHT_FILES
-from .errors import HubError, HubUnreachableError
 
 __all__ = ["Snapshot", "download", "cached_commit", "evict", "is_repo_id", "unreachable"]
 

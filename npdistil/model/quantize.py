@@ -19,9 +19,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import InputError
-from .model import Weights
+from ..errors import InputError
 from .numerics import dense, widened
+from .transformer import Weights
 
 __all__ = ["DTYPES", "compressed_names", "compress", "float32_weights"]
 
