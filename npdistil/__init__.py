@@ -20,7 +20,7 @@ importing only the ones below it:
 import sys as _sys
 
 from . import inside
-from .api import DistilBert, load
+from .api import DistilBert, Model, load
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -47,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "load",
+    "Model",
     "DistilBert",
     "EncoderConfig",
     "DistilBertConfig",

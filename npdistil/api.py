@@ -24,7 +24,7 @@ from .weights.convert import ConvertedFile
 from .weights.layout import Heads
 from .weights.loader import DEFAULT_MODEL, resolve
 
-__all__ = ["DistilBert", "load"]
+__all__ = ["Model", "Model", "load"]
 
 
 def load(
@@ -36,8 +36,9 @@ def load(
     token: str | bool | None = None,
     local_files_only: bool = False,
     force_download: bool = False,
-) -> DistilBert:
-    """Load a DistilBERT model.
+) -> Model:
+    """Load a model: DistilBERT or BERT, plain or with task heads, or a sentence-transformers
+    model of either.
 
     ``source`` is a Hub repository id (``"distilbert-base-cased"``, ``"org/name"``), a local
     folder laid out like a Hub snapshot (``config.json``, ``model.safetensors`` or
@@ -47,10 +48,10 @@ def load(
 
     >>> model = load("tests/fixtures/tiny")  # this repository's tiny test model, 20 wide
     >>> model
-    DistilBert(..., dim=20, n_layers=3, n_heads=4, vocab_size=700, heads: none)
+    Model(DistilBERT: ..., dim=20, n_layers=3, n_heads=4, vocab_size=700, heads: none)
     """
     system.check_blas()  # warns once if NumPy's BLAS runs below the CPU's best kernel
-    return DistilBert(
+    return Model(
         resolve(
             source,
             revision=revision,
@@ -63,8 +64,10 @@ def load(
     )
 
 
-class DistilBert:
-    """A loaded DistilBERT: ``model(input_ids, attention_mask)`` runs the encoder.
+class Model:
+    """A loaded model of any family npdistil runs (DistilBERT, BERT):
+    ``model(input_ids, attention_mask)`` runs the encoder; ``encode`` embeds texts; the task
+    methods run its heads.
 
     Its weights are read-only views of a memory-mapped file; calls keep no state, so one model
     can serve many threads at once.
@@ -97,7 +100,7 @@ class DistilBert:
         c = self.config
         heads = ", ".join(self.task_heads) or "none"
         return (
-            f"DistilBert({self.path}, model_type={c.model_type!r}, dim={c.dim}, "
+            f"Model({c.family}: {self.path}, dim={c.dim}, "
             f"n_layers={c.n_layers}, n_heads={c.n_heads}, "
             f"vocab_size={c.vocab_size}, heads: {heads})"
         )
@@ -240,7 +243,7 @@ class DistilBert:
     # ---- embeddings ---------------------------------------------------------------------------
 
     def forward_packed(
-        self, sequences: list[np.ndarray], token_types: list[np.ndarray] | None = None
+        self, sequences: Sequence[np.ndarray], token_types: Sequence[np.ndarray] | None = None
     ) -> list[np.ndarray]:
         """The last hidden state of each sequence of token ids (special tokens included),
         [n_i] -> [n_i, D], run together without padding: each sequence's numbers are those it
@@ -408,7 +411,10 @@ class DistilBert:
 
     # ---- task heads ---------------------------------------------------------------------------
 
-    def _head(self, kind: str) -> Any:
+    def head(self, kind: str) -> Any:
+        """The weights of one task head (``"masked_lm"``, ``"sequence_classification"``,
+        ``"token_classification"``, ``"question_answering"``), or an NpdistilError naming the
+        heads this checkpoint has."""
         head = getattr(self._file.heads, kind)
         if head is None:
             have = ", ".join(self.task_heads) or "none"
@@ -424,7 +430,7 @@ class DistilBert:
     ) -> np.ndarray:
         """Logits over the vocabulary for every token, [B, T, V] (DistilBertForMaskedLM,
         BertForMaskedLM)."""
-        head = self._head("masked_lm")
+        head = self.head("masked_lm")
         hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.masked_lm_logits(hidden, head, self.config)
 
@@ -459,7 +465,7 @@ class DistilBert:
     ) -> np.ndarray:
         """Logits per label for each sequence, [B, L] (DistilBertForSequenceClassification,
         BertForSequenceClassification); ``model.config.id2label`` names the labels."""
-        head = self._head("sequence_classification")
+        head = self.head("sequence_classification")
         hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.sequence_classification_logits(hidden, head)
 
@@ -506,7 +512,7 @@ class DistilBert:
         token_type_ids: np.ndarray | None = None,
     ) -> np.ndarray:
         """Logits per label for every token, [B, T, L] (...ForTokenClassification)."""
-        head = self._head("token_classification")
+        head = self.head("token_classification")
         hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.token_classification_logits(hidden, head)
 
@@ -574,7 +580,7 @@ class DistilBert:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Start and end logits for every token, each [B, T] (...ForQuestionAnswering); for a
         question and a context, ``model.tokenizer(questions, contexts)`` makes the batch."""
-        head = self._head("question_answering")
+        head = self.head("question_answering")
         hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return M.question_answering_logits(hidden, head)
 
@@ -626,3 +632,7 @@ class DistilBert:
     def heads(self) -> Heads:
         """The typed weights of the task heads (None where the checkpoint has none)."""
         return self._file.heads
+
+
+# The class's name before npdistil ran more than one family; code written for it keeps working.
+DistilBert = Model

@@ -49,7 +49,7 @@ class Stage(NamedTuple):
 def trace(model: Any, text: str) -> list[Stage]:
     """Every stage of the forward pass of one text, in order.
 
-    ``model`` is a loaded ``npdistil.DistilBert`` (anything with ``tokenizer``, ``weights``
+    ``model`` is a loaded ``npdistil.Model`` (anything with ``tokenizer``, ``weights``
     and ``config``). The text runs through ``npdistil.reference`` (float64, no padding).
     """
     batch = model.tokenizer([text])

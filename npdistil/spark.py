@@ -71,7 +71,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from .api import DistilBert, load
+from .api import Model, load
 from .errors import CheckpointError, InputError, InputTypeError, NpdistilError
 from .text import encode as E
 from .text.encode import TokenEmbeddings, WordEmbeddings
@@ -123,7 +123,7 @@ class DistilBertEmbeddings(
     """Embeds the texts of ``inputCol`` with an npdistil model into ``outputCol``.
 
     ``model`` is anything ``npdistil.load`` takes (a Hub id, a checkpoint folder, an npdistil
-    file, or a loaded ``DistilBert``, which stands for its converted file). Saved in a
+    file, or a loaded ``Model``, which stands for its converted file). Saved in a
     Pipeline, the transformer keeps that reference and its params, never the weights.
 
     >>> embed = DistilBertEmbeddings(model="tests/fixtures/tiny", outputValue="word_embeddings")
@@ -191,7 +191,7 @@ class DistilBertEmbeddings(
     def __init__(
         self,
         *,
-        model: str | os.PathLike[str] | DistilBert | None = None,
+        model: str | os.PathLike[str] | Model | None = None,
         inputCol: str | None = None,
         outputCol: str | None = None,
         outputValue: str | None = None,
@@ -225,7 +225,7 @@ class DistilBertEmbeddings(
     def setParams(
         self,
         *,
-        model: str | os.PathLike[str] | DistilBert | None = None,
+        model: str | os.PathLike[str] | Model | None = None,
         inputCol: str | None = None,
         outputCol: str | None = None,
         outputValue: str | None = None,
@@ -249,7 +249,7 @@ class DistilBertEmbeddings(
             _check(name, value, self._CHOICES.get(name))
         return self._set(**values)
 
-    def setModel(self, value: str | os.PathLike[str] | DistilBert) -> DistilBertEmbeddings:
+    def setModel(self, value: str | os.PathLike[str] | Model) -> DistilBertEmbeddings:
         return self.setParams(model=value)
 
     def getModel(self) -> str:
@@ -343,13 +343,12 @@ def _check(name: str, value: Any, allowed: tuple[str, ...] | None) -> None:
 
 def _model_reference(model: Any) -> str:
     """A model as a string a Param can save: a loaded model stands for its converted file."""
-    if isinstance(model, DistilBert):
+    if isinstance(model, Model):
         return str(model.path)
     if isinstance(model, (str, os.PathLike)):
         return os.fspath(model)
     raise InputTypeError(
-        f"DistilBertEmbeddings: model must be a str, a path or a DistilBert, not "
-        f"{type(model).__name__}"
+        f"DistilBertEmbeddings: model must be a str, a path or a Model, not {type(model).__name__}"
     )
 
 
@@ -398,14 +397,14 @@ class _Job(NamedTuple):
     rows_at_a_time: int
 
 
-def worker_model(reference: str, shipped: bool = False, revision: str | None = None) -> DistilBert:
+def worker_model(reference: str, shipped: bool = False, revision: str | None = None) -> Model:
     """The model, opened once per Python worker: a shipped file by its name (``SparkFiles``
     finds the worker's copy), else what ``npdistil.load`` takes."""
     return _open(SparkFiles.get(reference) if shipped else reference, revision)
 
 
 @functools.lru_cache(maxsize=8)
-def _open(path: str, revision: str | None) -> DistilBert:
+def _open(path: str, revision: str | None) -> Model:
     """This module is imported in the workers, which Spark reuses from task to task, so the
     cache lives as long as the worker (a cache in the driver's ``__main__`` would travel with
     the UDF and start empty in every task)."""
@@ -450,7 +449,7 @@ def _texts(array: pa.Array) -> list[str | None]:
 
 
 def _embed_rows(
-    model: DistilBert, job: _Job, texts: list[str | None], where: tuple[str, int]
+    model: Model, job: _Job, texts: list[str | None], where: tuple[str, int]
 ) -> pa.Array:
     """One chunk of rows -> its output column; null texts (and with handleInvalid='null' bad
     ones) give null."""
@@ -489,19 +488,19 @@ def _embed_rows(
     return _annotation_column(len(texts), rows, annotations, pieces)
 
 
-def _encode(model: DistilBert, job: _Job, texts: list[str]) -> Any:
+def _encode(model: Model, job: _Job, texts: list[str]) -> Any:
     if job.output_value == "token_embeddings":
         return _pieces(model, job, texts)
     return model.encode(texts, output_value=job.output_value, **job.options)  # type: ignore[arg-type]
 
 
-def _pieces(model: DistilBert, job: _Job, texts: list[str]) -> list[TokenEmbeddings]:
+def _pieces(model: Model, job: _Job, texts: list[str]) -> list[TokenEmbeddings]:
     """Every word piece's vector, string, offsets and word: encode's per-token output (its
     output_value="tokens"; Spark NLP's token embeddings are these, without [CLS] and [SEP])."""
     return model.encode(texts, output_value="tokens", **job.options)  # type: ignore[no-any-return]
 
 
-def _first_pieces(model: DistilBert, job: _Job, texts: list[str]) -> list[np.ndarray]:
+def _first_pieces(model: Model, job: _Job, texts: list[str]) -> list[np.ndarray]:
     """Per text, the vocabulary id of each word's first piece (Spark NLP's pieceId)."""
     tok, limit = model.tokenizer, None
     if job.options.get("long_text") in ("truncate", "error"):  # encode keeps one window at most
@@ -515,7 +514,7 @@ def _word_starts(word_ids: np.ndarray) -> np.ndarray:  # [n] -> [n] bool
 
 
 @functools.lru_cache(maxsize=8)
-def _vocabulary(model: DistilBert) -> dict[str, int]:
+def _vocabulary(model: Model) -> dict[str, int]:
     return dict(json.loads(model.tokenizer.to_json())["model"]["vocab"])
 
 

@@ -261,7 +261,9 @@ def test_repr_and_info_say_bert(tmp_path, capsys):
     from npdistil.cli import main
 
     model = npdistil.load(FIXTURES / "tiny-bert")
-    assert "model_type='bert'" in repr(model)
+    assert repr(model).startswith("Model(BERT: ")  # the class fits every family; repr names it
+    assert repr(npdistil.load(FIXTURES / "tiny")).startswith("Model(DistilBERT: ")
+    assert npdistil.DistilBert is npdistil.Model  # the old name still works
     assert main(["info", str(FIXTURES / "tiny-bert")]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["config"]["model_type"] == "bert" and info["config"]["hidden_size"] == 20

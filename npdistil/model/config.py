@@ -20,6 +20,8 @@ from ..errors import ConfigError
 __all__ = ["EncoderConfig", "DistilBertConfig", "MODEL_TYPES"]
 
 MODEL_TYPES = ("distilbert", "bert")
+# How people write each family's name (Model's repr, messages).
+FAMILY_NAMES = {"distilbert": "DistilBERT", "bert": "BERT"}
 # Activations npdistil implements, by their Hugging Face names.
 ACTIVATIONS = ("gelu", "relu")
 # transformers' problem types of a sequence classifier (None: decided by the number of labels).
@@ -126,6 +128,15 @@ class EncoderConfig:
             raise ConfigError(
                 f"config: problem_type {self.problem_type!r} is not one of {PROBLEM_TYPES}"
             )
+
+    @property
+    def family(self) -> str:
+        """The model family as people write it: "DistilBERT", "BERT".
+
+        >>> EncoderConfig(model_type="bert").family
+        'BERT'
+        """
+        return FAMILY_NAMES[self.model_type]
 
     @property
     def head_dim(self) -> int:

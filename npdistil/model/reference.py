@@ -14,7 +14,7 @@ float64 by default: that makes this file the yardstick both float32 implementati
 measured against (``dtype=np.float32`` shows what float32 rounding alone does).
 
 ``forward(model, input_ids)`` takes anything with ``.weights`` and ``.config`` (a loaded
-``npdistil.DistilBert``); ``encoder(input_ids, attention_mask, weights, config)`` takes them
+``npdistil.Model``); ``encoder(input_ids, attention_mask, weights, config)`` takes them
 separately. The weights are the typed records of ``transformer.py``: a Linear's weight is stored
 [in, out], so ``y = x @ W + b``, and q, k and v sit side by side in one [D, 3D] matrix.
 """

@@ -11,5 +11,5 @@ unchanged:
 - ``answer``: extractive question answering over contexts of any length
   (``answer, start, end, score``)
 
-``DistilBert.fill_mask`` (and the other methods of the same names) call these.
+``Model.fill_mask`` (and the other methods of the same names) call these.
 """

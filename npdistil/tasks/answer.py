@@ -21,18 +21,15 @@ and with the pipeline's definitions:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, TypedDict
+from typing import NamedTuple, TypedDict
 
 import numpy as np
 
 from ..errors import InputError
 from ..model import transformer as M
 from ..text.tokenizer import Tokenizer, Tokens, check_texts, overflow_windows
-from .batches import BATCH_SIZE, check_positive, hidden_rows, in_batches
+from .batches import BATCH_SIZE, TaskModel, check_positive, hidden_rows, in_batches
 from .scores import softmax
-
-if TYPE_CHECKING:
-    from ..api import DistilBert
 
 __all__ = ["Answer", "answer", "best_spans"]
 
@@ -66,7 +63,7 @@ class _Window(NamedTuple):
 
 
 def answer(
-    model: DistilBert,
+    model: TaskModel,
     question: str | Sequence[str],
     context: str | Sequence[str],
     *,
@@ -79,14 +76,14 @@ def answer(
     batch_size: int = BATCH_SIZE,
 ) -> Result | list[Result]:
     """Answer ``question`` from ``context``, as transformers' question-answering pipeline:
-    ``DistilBert.answer`` documents the options and results.
+    ``Model.answer`` documents the options and results.
 
     >>> import npdistil
     >>> model = npdistil.load("tests/fixtures/tiny-qa")  # random weights: arbitrary answers
     >>> [a["answer"] for a in answer(model, "Who?", "Ada wrote it in 1843.", top_k=2)]
     ['it in 1843', 'wrote it in 1843']
     """
-    head = model._head("question_answering")  # the checkpoint's, or an error naming it
+    head = model.head("question_answering")  # the checkpoint's, or an error naming it
     questions, contexts, single = _pairs(question, context)
     counts = (("top_k", top_k), ("max_answer_len", max_answer_len), ("batch_size", batch_size))
     for name, value in counts:
@@ -214,7 +211,7 @@ def _slice(t: Tokens, start: int, stop: int) -> Tokens:
 
 
 def _probabilities(
-    model: DistilBert,
+    model: TaskModel,
     head: M.QuestionAnsweringHead,
     rows: list[tuple[Tokens, Tokens]],
     batch_size: int,

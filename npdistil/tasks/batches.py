@@ -1,23 +1,41 @@
-"""Texts through the encoder a batch at a time, each text's hidden states its own.
+"""What the tasks need from a model, and texts through its encoder a batch at a time, each
+text's hidden states its own.
 
 The tasks run the encoder packed (``model.forward_packed``): no padding, and each text's
-numbers are those it gets alone, whatever else is in its batch.
+numbers are those it gets alone, whatever else is in its batch. They name the model they run
+as ``TaskModel``, the few members they use; ``npdistil.Model`` has them (and attaches the tasks
+as its methods), so the tasks never import the class that imports them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from ..errors import InputError
-from ..text.tokenizer import Batch
+from ..model.config import EncoderConfig
+from ..text.tokenizer import Batch, Tokenizer
 
-if TYPE_CHECKING:
-    from ..api import DistilBert
+__all__ = ["TaskModel", "BATCH_SIZE", "in_batches", "hidden_rows", "check_positive"]
 
-__all__ = ["BATCH_SIZE", "in_batches", "hidden_rows", "check_positive"]
+
+class TaskModel(Protocol):
+    """A loaded model as the tasks see it (``npdistil.Model`` is one)."""
+
+    @property
+    def config(self) -> EncoderConfig: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
+    def forward_packed(
+        self, sequences: Sequence[np.ndarray], token_types: Sequence[np.ndarray] | None = None
+    ) -> list[np.ndarray]: ...  # B x [n_i] -> B x [n_i, D], the last hidden state
+
+    def head(self, kind: str) -> Any: ...  # a task head's weights, or an NpdistilError
+
 
 BATCH_SIZE = 32  # texts (or windows) per forward pass
 T = TypeVar("T")
@@ -33,7 +51,7 @@ def in_batches(items: Sequence[T], size: int = BATCH_SIZE) -> Iterator[tuple[int
         yield start, items[start : start + size]
 
 
-def hidden_rows(model: DistilBert, batch: Batch) -> list[np.ndarray]:
+def hidden_rows(model: TaskModel, batch: Batch) -> list[np.ndarray]:
     """The last hidden state of each row of a tokenized batch, without its padding:
     B x [n_i, D]."""
     lengths = batch.attention_mask.sum(axis=1)

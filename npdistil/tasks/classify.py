@@ -14,18 +14,15 @@ A multiple-choice head scores a prompt paired with each choice, [CLS] prompt [SE
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
 from ..model import transformer as M
 from ..text.tokenizer import Batch, check_texts
-from .batches import hidden_rows, in_batches
+from .batches import TaskModel, hidden_rows, in_batches
 from .scores import sigmoid, softmax
-
-if TYPE_CHECKING:
-    from ..api import DistilBert
 
 __all__ = ["classify", "multiple_choice", "FUNCTIONS"]
 
@@ -39,7 +36,7 @@ FUNCTIONS = tuple(SCORES)
 
 
 def classify(
-    model: DistilBert,
+    model: TaskModel,
     texts: str | Iterable[str],
     pairs: str | Iterable[str] | None = None,
     *,
@@ -59,7 +56,7 @@ def classify(
         raise InputError(f"{len(texts)} texts but {len(second)} pairs: give one each")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise InputError(f"top_k must be a positive integer or None, got {top_k!r}")
-    head = model._head("sequence_classification")
+    head = model.head("sequence_classification")
     n_labels = head.classifier.bias.shape[0]
     function = _function(model, function_to_apply, n_labels)
     names = [model.config.id2label.get(i, f"LABEL_{i}") for i in range(n_labels)]
@@ -75,26 +72,26 @@ def classify(
     return results[0] if one else results
 
 
-def multiple_choice(model: DistilBert, prompt: str, choices: Sequence[str]) -> list[dict[str, Any]]:
+def multiple_choice(model: TaskModel, prompt: str, choices: Sequence[str]) -> list[dict[str, Any]]:
     """Each choice's score as the answer to ``prompt`` (they sum to 1), best first, as dicts
     ``{"choice": text, "index": its place in choices, "score": score}``."""
     (prompt,) = check_texts([prompt])
     if isinstance(choices, str):
         raise InputError("choices must be a list of texts, not one str")
     choices = check_texts(choices)
-    head = model._head("multiple_choice")
+    head = model.head("multiple_choice")
     batch = model.tokenizer([prompt] * len(choices), choices)  # n pairs: [n, T]
     scores = softmax(_logits(model, batch, head)[:, 0])  # [n, 1] -> [n]
     order = np.argsort(-scores, kind="stable")
     return [{"choice": choices[i], "index": int(i), "score": float(scores[i])} for i in order]
 
 
-def _logits(model: DistilBert, batch: Batch, head: M.SequenceClassificationHead) -> np.ndarray:
+def _logits(model: TaskModel, batch: Batch, head: M.SequenceClassificationHead) -> np.ndarray:
     cls = np.stack([h[:1] for h in hidden_rows(model, batch)])  # the [CLS] tokens: [B, 1, D]
     return M.sequence_classification_logits(cls, head)  # [B, 1, D] -> [B, L]
 
 
-def _function(model: DistilBert, function: str | None, n_labels: int) -> str:
+def _function(model: TaskModel, function: str | None, n_labels: int) -> str:
     """How logits become scores: as asked, else as the pipeline decides by default."""
     if function is not None:
         if function not in FUNCTIONS:

@@ -25,18 +25,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from ..errors import InputError, InputTypeError
 from ..model import transformer as M
 from ..text.tokenizer import Tokens, check_texts, overflow_windows
-from .batches import check_positive, hidden_rows, in_batches
+from .batches import TaskModel, check_positive, hidden_rows, in_batches
 from .scores import softmax
-
-if TYPE_CHECKING:
-    from ..api import DistilBert
 
 __all__ = ["AggregationStrategy", "STRATEGIES", "entities"]
 
@@ -60,7 +57,7 @@ class Piece:
 
 
 def entities(
-    model: DistilBert,
+    model: TaskModel,
     texts: str | Iterable[str],
     *,
     aggregation_strategy: AggregationStrategy = "simple",
@@ -179,11 +176,11 @@ def _cut(p: Tokens, start: int, end: int) -> Tokens:
     )
 
 
-def _probabilities(model: DistilBert, windows: list[Tokens], batch_size: int) -> list[np.ndarray]:
+def _probabilities(model: TaskModel, windows: list[Tokens], batch_size: int) -> list[np.ndarray]:
     """Label probabilities of each window's pieces, [n, L] each: ``batch_size`` windows per
     forward pass, similar lengths together, packed (no padding)."""
     tok = model.tokenizer
-    head = model._head("token_classification")
+    head = model.head("token_classification")
     first = len(tok.prefix_ids)  # [CLS]
     order = sorted(range(len(windows)), key=lambda k: len(windows[k].ids))
     out: list[np.ndarray] = [np.empty(0)] * len(windows)

@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
 from ..model import transformer as M
 from ..text.tokenizer import check_texts
-from .batches import check_positive, hidden_rows, in_batches
+from .batches import TaskModel, check_positive, hidden_rows, in_batches
 from .scores import softmax
-
-if TYPE_CHECKING:
-    from ..api import DistilBert
 
 __all__ = ["fill_mask"]
 
 
 def fill_mask(
-    model: DistilBert,
+    model: TaskModel,
     texts: str | Iterable[str],
     *,
     top_k: int = 5,
@@ -44,7 +41,7 @@ def fill_mask(
     one = isinstance(texts, str)
     texts = check_texts(texts)
     check_positive("top_k", top_k)
-    head = model._head("masked_lm")
+    head = model.head("masked_lm")
     tok = model.tokenizer
     target_ids = None if targets is None else _target_ids(model, targets)
     k = top_k if target_ids is None else min(top_k, len(target_ids))
@@ -74,7 +71,7 @@ def fill_mask(
 
 
 def _top(
-    model: DistilBert,
+    model: TaskModel,
     ids: np.ndarray,
     position: int,
     probs: np.ndarray,
@@ -101,7 +98,7 @@ def _top(
     return out
 
 
-def _target_ids(model: DistilBert, targets: str | Sequence[str]) -> np.ndarray:
+def _target_ids(model: TaskModel, targets: str | Sequence[str]) -> np.ndarray:
     """The token ids of ``targets``: a token of the vocabulary as is, else the first piece of
     the word (warned), as the pipeline does."""
     tok = model.tokenizer

@@ -166,7 +166,7 @@ def encode(
     device: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> Any:
-    """Embed texts; see ``DistilBert.encode`` for the options. ``sentence`` is the model's
+    """Embed texts; see ``Model.encode`` for the options. ``sentence`` is the model's
     sentence-transformers modules; ``max_seq_length``, when set, truncates texts there by
     default, as sentence-transformers does. ``on_batch(done, total)`` is called as each batch
     finishes, with the pieces (texts, or windows of long texts) done so far and in all: for a
