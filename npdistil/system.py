@@ -21,7 +21,15 @@ import numpy as np
 
 from .model import kernels
 
-__all__ = ["SlowBlasWarning", "blas_info", "cpu_level", "check_blas", "measure_sgemm", "report"]
+__all__ = [
+    "SlowBlasWarning",
+    "blas_info",
+    "cpu_level",
+    "check_blas",
+    "measure_sgemm",
+    "report",
+    "version",
+]
 
 # Instruction-set levels, in order, and OpenBLAS's x86 kernel names (openblas_get_corename) at
 # each. Names not listed are treated as unknown and never warned about.
@@ -166,7 +174,7 @@ def measure_sgemm(seconds: float = 1.0, threads: int | None = None) -> float:
     return 2 * 1024 * 768 * 3072 * n * runs / elapsed / 1e9
 
 
-def _version() -> str:
+def version() -> str:
     """npdistil's version as installed (pip's metadata, which pyproject.toml sets)."""
     from importlib import metadata
 
@@ -180,7 +188,7 @@ def report(measure: bool = True) -> str:
     """What ``npdistil doctor`` prints: versions, BLAS, kernel, threads, CPU, and (with
     ``measure``) a two-second sgemm measurement and the speed it allows."""
     lines = [
-        f"npdistil {_version()}, NumPy {np.__version__}, Python {platform.python_version()}",
+        f"npdistil {version()}, NumPy {np.__version__}, Python {platform.python_version()}",
         f"CPU: {_cpu_model()} ({os.cpu_count()} logical cores, "
         f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} usable), "
         f"best instruction set: {cpu_level() or 'unknown'}",

@@ -20,8 +20,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from .. import __version__
 from ..errors import NpdistilError
+from ..system import version
 from . import embed, files, inside, system, tasks
 from .options import Parser, UsageError, hub_options
 
@@ -34,9 +34,16 @@ _SIGPIPE_STATUS = 128 + 13
 _FAMILIES = (embed, files, system, inside, tasks)
 
 
+class _Version(argparse.Action):
+    """``--version``, read from pip's metadata only when asked (it takes ~20 ms)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        parser.exit(0, f"npdistil {version()}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="npdistil", description="DistilBERT and BERT inference in pure NumPy.")
-    p.add_argument("--version", action="version", version=f"npdistil {__version__}")
+    p.add_argument("--version", action=_Version, nargs=0, help="print npdistil's version")
     sub = p.add_subparsers(dest="command", required=True)
     hub = hub_options()
     for family in _FAMILIES:
