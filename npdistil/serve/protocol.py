@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 TOKEN_IDS_REFUSED = (
-    "input holds token ids, not texts. LangChain's OpenAIEmbeddings sends these by default: "
+    "{param} holds token ids, not texts. LangChain's OpenAIEmbeddings sends these by default: "
     "tiktoken ids for OpenAI's models, which mean nothing to this model's vocabulary. Send the "
     "texts themselves (OpenAIEmbeddings(..., check_embedding_ctx_length=False)), or start the "
     "server with --accept-token-ids if they are this model's own ids"
@@ -299,7 +299,12 @@ def _inputs(
             out.append(_check_text(item, param))
         elif ids and isinstance(item, list) and all(_is_id(v) for v in item):
             if refuse_ids:
-                raise ApiError(400, TOKEN_IDS_REFUSED, param=param, code="token_ids_refused")
+                raise ApiError(
+                    400,
+                    TOKEN_IDS_REFUSED.format(param=param),
+                    param=param,
+                    code="token_ids_refused",
+                )
             out.append(_check_ids(item, param, rules.vocab_size))
         else:
             what = "a string or a list of token ids" if ids else "a string"
