@@ -15,14 +15,16 @@ The layout, each module importing only those above it in this list:
 ``import npdistil`` never imports this package: Starlette and uvicorn are loaded only here.
 """
 
+from ..api import Model
 from .app import Service, create_app
 from .settings import Settings
 
 __all__ = ["Settings", "Service", "create_app", "serve"]
 
 
-def serve(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """Run the server (``server.serve``): blocks until a signal has drained it."""
+def serve(model: Model, settings: Settings | None = None) -> int:
+    """Serve ``model`` with uvicorn until SIGTERM or SIGINT has drained it; returns the exit
+    status (0: every accepted request answered; 1: the drain ran out of time)."""
     from .server import serve as run
 
-    return run(*args, **kwargs)
+    return run(model, settings or Settings())
