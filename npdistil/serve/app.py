@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -180,7 +181,9 @@ class Service:
             except _ClientGone:
                 response = Response(status_code=499)  # nginx's "client closed request"
             except Exception:
-                log.exception("unexpected error on %s %s", request.method, request.url.path)
+                # The whole traceback in the message: npdistil's log handler prints messages.
+                where = f"{request.method} {request.url.path}"
+                log.error(f"unexpected error on {where}:\n{traceback.format_exc()}")
                 response = _error(
                     P.ApiError(500, "internal error (a bug in npdistil): see the server's log")
                 )
@@ -282,17 +285,17 @@ class Service:
         """The jobs' results from the model; if the client disconnects first, its inputs still
         queued are dropped (they never cost a forward pass)."""
         self.metrics.inputs.inc(len(jobs), route=route)
-        work = asyncio.ensure_future(self.batcher.submit(jobs))
-        gone = asyncio.ensure_future(_disconnected(request.receive))
+        work = self.batcher.submit(jobs)
+        gone: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(request.receive))
         try:
-            done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the server gave up on this request
             work.cancel()
             gone.cancel()
             raise
         gone.cancel()
         if work in done:
-            return work.result()
+            return list(work.result())
         work.cancel()  # cancels its inputs still queued: the worker drops them
         raise _ClientGone
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -84,15 +85,15 @@ class Batcher:
         """Whether the worker is running (false before ``start`` and if it ever died)."""
         return self._task is not None and not self._task.done()
 
-    async def submit(self, jobs: Sequence[Job]) -> list[np.ndarray]:
-        """Queue the jobs and wait for their results, in order. Cancelling the wait (the
-        client went away) cancels the jobs still queued: the worker drops them."""
+    def submit(self, jobs: Sequence[Job]) -> asyncio.Future[list[np.ndarray]]:
+        """Queue the jobs; a future of their results, in order. Cancelling it (the client went
+        away) cancels the jobs still queued: the worker drops them."""
         loop = asyncio.get_running_loop()
         entries = [_Entry(job, loop.create_future()) for job in jobs]
         self._queue.extend(entries)
         self._metrics.queue_size.add(len(entries))
         self._wake.set()
-        return list(await asyncio.gather(*(e.future for e in entries)))
+        return asyncio.gather(*(e.future for e in entries))
 
     def fail_queued(self, error: BaseException) -> int:
         """Answer every queued input with ``error`` (a drain out of time); how many there were."""
@@ -120,7 +121,7 @@ class Batcher:
             try:
                 outs = await loop.run_in_executor(self._executor, self._run, [e.job for e in batch])
             except Exception as exc:  # a bug, not an input: answer these, keep serving others
-                log.exception("forward pass failed")
+                log.error(f"forward pass failed:\n{traceback.format_exc()}")
                 for e in batch:
                     if not e.future.done():
                         e.future.set_exception(exc)
