@@ -9,6 +9,7 @@ kernels whatever the CPU). On an AVX-512 CPU that halves single-precision matrix
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -174,8 +175,9 @@ def measure_sgemm(seconds: float = 1.0, threads: int | None = None) -> float:
     return 2 * 1024 * 768 * 3072 * n * runs / elapsed / 1e9
 
 
+@functools.cache
 def version() -> str:
-    """npdistil's version as installed (pip's metadata, which pyproject.toml sets)."""
+    """npdistil's version as installed (pip's metadata, which pyproject.toml sets; read once)."""
     from importlib import metadata
 
     try:

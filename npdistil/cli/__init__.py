@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import NpdistilError
 from ..system import version
-from . import embed, files, inside, system, tasks
+from . import embed, files, inside, serve, system, tasks
 from .options import Parser, UsageError, hub_options
 
 __all__ = ["main"]
@@ -31,7 +31,7 @@ log = logging.getLogger("npdistil")
 
 _SIGPIPE_STATUS = 128 + 13
 # Each family of commands adds its own (``add_parsers``), in the order --help lists them.
-_FAMILIES = (embed, files, system, inside, tasks)
+_FAMILIES = (embed, files, system, inside, tasks, serve)
 
 
 class _Version(argparse.Action):
