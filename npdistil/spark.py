@@ -75,6 +75,8 @@ from .api import Model, load
 from .errors import CheckpointError, InputError, InputTypeError, NpdistilError
 from .text import encode as E
 from .text.encode import TokenEmbeddings, WordEmbeddings
+from .weights import storage
+from .weights.convert import FORMAT
 
 __all__ = ["ANNOTATION", "DistilBertEmbeddings", "worker_model"]
 
@@ -301,6 +303,7 @@ class DistilBertEmbeddings(
         model, revision = self.getModel(), self._value("revision")
         shipped = self._value("modelShipping") == "addFile"
         if shipped:
+            model = _already_shipped(session, model)  # spark-submit --files model.safetensors
             here = load(model, revision=revision)  # downloaded and converted once, here
             _ = here.tokenizer  # a checkpoint without one fails here, not in every task
             path = here.path
@@ -354,8 +357,14 @@ def _model_reference(model: Any) -> str:
 
 def _ship(session: SparkSession, path: str) -> None:
     """Ship the file at ``path`` to the executors, where ``SparkFiles.get(name)`` finds it:
-    ``SparkContext.addFile``, or a Spark Connect session's ``addArtifacts``. A second file of
-    the same name is refused: Spark would accept it and then fail every later task."""
+    ``SparkContext.addFile``, or a Spark Connect session's ``addArtifacts``.
+
+    A file of that name the application already ships (by an earlier transform, or
+    ``spark-submit --files``) is recognised whatever Spark recorded for it (``file:`` in local
+    mode, ``spark://<driver>/files/...`` on a cluster, ``hdfs:``...), by content: the same size
+    and the same npdistil metadata (the source checkpoint's sha256, config, dtype) mean the
+    executors already have it. Another file of the same name is refused: Spark would keep the
+    first and the workers would embed with the wrong model."""
     path = os.path.abspath(path)
     name = os.path.basename(path)
     if type(session).__module__.startswith("pyspark.sql.connect"):  # no SparkContext there
@@ -371,14 +380,63 @@ def _ship(session: SparkSession, path: str) -> None:
         return
     sc = session.sparkContext
     for uri in sc.listFiles:
-        shipped = urlparse(uri)
-        same = shipped.scheme in ("", "file") and os.path.normpath(shipped.path) == path
-        if os.path.basename(shipped.path) == name and not same:
-            raise NpdistilError(
-                f"{path}: this Spark application already ships another file named {name!r} "
-                f"({uri}); rename one of them, or use modelShipping='path'"
-            )
-    sc.addFile(path)  # the same path again is a no-op
+        if _file_name(uri) != name:
+            continue
+        copy = _driver_copy(uri)
+        if copy is not None and _identity(copy) == _identity(path):
+            return  # the executors have (or will fetch) this very content
+        why = "another file" if copy is not None else "a file it cannot read on the driver"
+        raise NpdistilError(
+            f"{path}: this Spark application already ships {why} named {name!r} ({uri}); "
+            "rename one of them, or use modelShipping='path'"
+        )
+    sc.addFile(path)
+
+
+def _file_name(uri: str) -> str:
+    """The name a shipped file has in SparkFiles, from what ``listFiles`` records for it."""
+    return os.path.basename(urlparse(uri).path)
+
+
+def _driver_copy(uri: str) -> str | None:
+    """A path on the driver holding the content the application ships under ``uri``: the
+    copy ``addFile`` (and so ``--files``) keeps in the driver's SparkFiles folder, else a
+    ``file:`` or ``local:`` URI's own path."""
+    here = os.path.join(SparkFiles.getRootDirectory(), _file_name(uri))
+    if os.path.isfile(here):
+        return here
+    shipped = urlparse(uri)
+    if shipped.scheme in ("", "file", "local") and os.path.isfile(shipped.path):
+        return shipped.path
+    return None
+
+
+def _identity(path: str) -> tuple[int, str] | None:
+    """An npdistil file's content identity: its size and its metadata (which holds the source
+    checkpoint's sha256, the config and the dtype); None for a file that is not one."""
+    try:
+        header = storage.read_header(path)
+    except (OSError, CheckpointError):
+        return None
+    if header.metadata.get("format") != FORMAT:
+        return None
+    return os.path.getsize(path), json.dumps(header.metadata, sort_keys=True)
+
+
+def _already_shipped(session: SparkSession, model: str) -> str:
+    """A bare file name the application already ships (``spark-submit --files
+    model.safetensors``, ``sc.addFile``) and the driver's folder does not hold: the driver's
+    SparkFiles copy of it. Anything else is left as it is."""
+    if os.sep in model or os.path.exists(model):
+        return model
+    if type(session).__module__.startswith("pyspark.sql.connect"):
+        return model
+    for uri in session.sparkContext.listFiles:
+        if _file_name(uri) == model:
+            copy = _driver_copy(uri)
+            if copy is not None:
+                return copy
+    return model
 
 
 # ---- in the Python workers ----------------------------------------------------------------------

@@ -35,6 +35,7 @@ from pyspark.sql.types import ArrayType, FloatType  # noqa: E402
 
 import npdistil  # noqa: E402
 from npdistil.spark import ANNOTATION, DistilBertEmbeddings  # noqa: E402
+from npdistil.weights.convert import recompress  # noqa: E402
 
 TEXTS = [*tiny_reference()[0]["texts"], "", None, "Hello world!", "   "]
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS")
@@ -347,11 +348,18 @@ def test_the_driver_ships_the_model_file_or_workers_open_a_shared_path(
     opened = {Path(f) for _, f in _opened(folder)}
     assert any(f.name == tiny.path.name and f != tiny.path for f in opened), opened
 
-    # Another file of the same name would make Spark fail every later task: refused first.
+    # The same content under the same name, from another folder: already shipped, accepted.
+    (tmp_path / "copy").mkdir()
+    same = shutil.copy(tiny.path, tmp_path / "copy" / tiny.path.name)
+    before = list(spark.sparkContext.listFiles)
+    _by_id(DistilBertEmbeddings(model=same).transform(df))
+    assert spark.sparkContext.listFiles == before
+    # Another file of the same name (here the same model in float16) would make the workers
+    # embed with the first one: refused.
     (tmp_path / "other").mkdir()
-    same_name = shutil.copy(tiny.path, tmp_path / "other" / tiny.path.name)
+    other = recompress(tiny.path, tmp_path / "other" / tiny.path.name, "float16")
     with pytest.raises(npdistil.NpdistilError, match="already ships another file named"):
-        DistilBertEmbeddings(model=same_name).transform(df)
+        DistilBertEmbeddings(model=other).transform(df)
 
     shared = tmp_path / "shared.safetensors"
     shutil.copy(tiny.path, shared)
@@ -364,6 +372,72 @@ def test_the_driver_ships_the_model_file_or_workers_open_a_shared_path(
     missing = DistilBertEmbeddings(model=str(tmp_path / "nowhere"), modelShipping="path")
     with pytest.raises(Exception, match="CheckpointError: .*nowhere: no such file or folder"):
         missing.transform(df).collect()
+
+
+def test_a_bare_file_name_the_application_ships_is_the_shipped_file(
+    spark, folder, tiny, tmp_path, monkeypatch
+):
+    """``spark-submit --files model.safetensors`` with ``model="model.safetensors"``: the
+    driver finds the name among the files the application ships (here added by
+    ``sc.addFile``, as --files does), not in its working folder."""
+    shipped = tmp_path / "submitted.safetensors"
+    shutil.copy(tiny.path, shipped)
+    spark.sparkContext.addFile(str(shipped))
+    monkeypatch.chdir(tmp_path.parent)  # the name is no path from here
+    assert not Path("submitted.safetensors").exists()
+    before = list(spark.sparkContext.listFiles)
+    texts = ["Hello world!", None, "One more text."]
+    for output_value in ("sentence_embedding", "word_embeddings"):  # two transforms
+        embed = DistilBertEmbeddings(model="submitted.safetensors", outputValue=output_value)
+        got = _by_id(embed.transform(_frame(spark, texts, partitions=2)))
+        assert got[1] is None
+        if output_value == "sentence_embedding":
+            np.testing.assert_allclose(got[0], tiny.encode(["Hello world!"])[0], atol=1e-5)
+    assert spark.sparkContext.listFiles == before  # nothing shipped twice
+    opened = {Path(f) for _, f in _opened(folder)}
+    assert any(f.name == shipped.name and f != shipped for f in opened), opened
+
+
+def test_a_shipped_file_is_recognised_whatever_scheme_spark_recorded(spark, tiny, tmp_path):
+    """On a cluster Spark records ``spark://<driver>:<port>/files/<name>`` (tests/
+    test_spark_cluster.py runs that for real); ``hdfs:`` or ``local:`` when the user ships
+    from there. The driver's SparkFiles copy (or a local path) stands for the content."""
+    from pyspark import SparkFiles
+
+    from npdistil.spark import _ship
+
+    name = "recorded.safetensors"
+    shutil.copy(tiny.path, Path(SparkFiles.getRootDirectory()) / name)
+    (tmp_path / "a").mkdir()
+    same = shutil.copy(tiny.path, tmp_path / "a" / name)
+    other = recompress(tiny.path, tmp_path / name, "float16")
+
+    class Context:  # what _ship reads of a SparkContext; nothing is added to the real one
+        def __init__(self, uri):
+            self.listFiles, self.added = [uri], []
+
+        def addFile(self, path):
+            self.added.append(path)
+
+    class Session:
+        def __init__(self, uri):
+            self.sparkContext = Context(uri)
+
+    for uri in (
+        f"spark://127.0.0.1:46199/files/{name}",
+        f"hdfs://namenode:8020/models/{name}",
+        f"local:{same}",
+        f"file:{same}",
+    ):
+        session = Session(uri)
+        _ship(session, str(same))  # the same content: nothing to add
+        assert session.sparkContext.added == [], uri
+        refused = f"already ships another file named '{name}'"
+        with pytest.raises(npdistil.NpdistilError, match=refused):
+            _ship(session, str(other))
+    session = Session("spark://127.0.0.1:46199/files/elsewhere.safetensors")
+    _ship(session, str(same))  # another name: shipped
+    assert session.sparkContext.added == [str(same)]
 
 
 def test_each_python_worker_opens_the_model_once(spark, folder, tiny, tmp_path):
