@@ -111,7 +111,10 @@ def _opened(folder) -> list[tuple[int, str]]:
     """(worker pid, file) for every model a Python worker has opened so far."""
     log = folder / "workers.log"
     lines = log.read_text().splitlines() if log.exists() else []
-    found = map(re.compile(r"worker (\d+) opened (.+)").fullmatch, lines)
+    found = map(
+        re.compile(r"worker (\d+) opened (.+) \(\d+ MB\) in .+ s, \d+ BLAS threads?").fullmatch,
+        lines,
+    )
     return [(int(m[1]), m[2]) for m in found if m]
 
 
@@ -330,6 +333,9 @@ def test_pipeline_saves_the_model_reference_and_params_never_the_weights(spark, 
     size = sum(p.stat().st_size for p in saved)
     print(f"saved pipeline: {len(saved)} files, {size} bytes")
     assert size < 20_000 and not any(p.suffix == ".safetensors" for p in saved)
+    # Spark records the class by its module path: npdistil.spark's, whatever file holds it
+    meta = next((tmp_path / "pipeline" / "stages").glob("*/metadata/part-*")).read_text()
+    assert json.loads(meta)["class"] == "npdistil.spark.DistilBertEmbeddings"
     [again] = PipelineModel.load(str(tmp_path / "pipeline")).stages
     assert isinstance(again, DistilBertEmbeddings)
     params = {p.name: v for p, v in stage.extractParamMap().items()}
@@ -404,7 +410,7 @@ def test_a_shipped_file_is_recognised_whatever_scheme_spark_recorded(spark, tiny
     from there. The driver's SparkFiles copy (or a local path) stands for the content."""
     from pyspark import SparkFiles
 
-    from npdistil.spark import _ship
+    from npdistil.spark.shipping import ship
 
     name = "recorded.safetensors"
     shutil.copy(tiny.path, Path(SparkFiles.getRootDirectory()) / name)
@@ -430,13 +436,13 @@ def test_a_shipped_file_is_recognised_whatever_scheme_spark_recorded(spark, tiny
         f"file:{same}",
     ):
         session = Session(uri)
-        _ship(session, str(same))  # the same content: nothing to add
+        ship(session, str(same))  # the same content: nothing to add
         assert session.sparkContext.added == [], uri
         refused = f"already ships another file named '{name}'"
         with pytest.raises(npdistil.NpdistilError, match=refused):
-            _ship(session, str(other))
+            ship(session, str(other))
     session = Session("spark://127.0.0.1:46199/files/elsewhere.safetensors")
-    _ship(session, str(same))  # another name: shipped
+    ship(session, str(same))  # another name: shipped
     assert session.sparkContext.added == [str(same)]
 
 
