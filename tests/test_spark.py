@@ -82,10 +82,14 @@ def spark(folder):
     (folder / "log4j2.properties").write_text(LOG4J)
     path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
     launch = {k: None for k in THREAD_VARIABLES}
-    with _environment(PYSPARK_PYTHON=sys.executable, PYTHONPATH=path, **launch):
+    with _environment(
+        PYSPARK_PYTHON=sys.executable, PYTHONPATH=path, SPARK_LOCAL_IP="127.0.0.1", **launch
+    ):
         session = (
             SparkSession.builder.master("local[2]")
             .appName("npdistil-tests")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.shuffle.partitions", "2")
