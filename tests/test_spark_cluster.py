@@ -47,6 +47,7 @@ from pyspark.ml import Pipeline, PipelineModel  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
 import npdistil  # noqa: E402
+from npdistil.model import kernels  # noqa: E402
 from npdistil.spark import DistilBertEmbeddings  # noqa: E402
 
 SPARK_HOME = Path(pyspark.__file__).parent
@@ -405,6 +406,60 @@ def test_spark_submit_files_with_the_model_named_by_its_file_name(spark, cluster
     ]
     opened = _wait("the workers' log lines", lambda: _opened(cluster, out["app"]), 60)
     assert opened and all(f.is_relative_to(cluster.work(w) / out["app"]) for w, _, f, _ in opened)
+
+
+def test_a_real_model_on_executors_equals_the_driver_within_thread_rounding(
+    spark, cluster, minilm_folder
+):
+    """all-MiniLM-L6-v2 on real paragraphs: the executors run one BLAS thread, the driver's
+    encode as many as it has, and products summed in another order round differently: equal
+    within ~1e-6, not bit for bit. Words and offsets are the same exactly."""
+    from pydoc_data.topics import topics
+
+    converted = npdistil.load(minilm_folder, cache_dir=cluster.root / "cache")
+    shutil.copy(converted.path, cluster.hidden / "minilm.safetensors")
+    here = npdistil.load(cluster.hidden / "minilm.safetensors")
+    texts = [p.strip() for t in list(topics.values())[:12] for p in t.split("\n\n") if p.strip()]
+    texts = texts[:48]
+    df = _frame(spark, texts)
+    path = str(cluster.hidden / "minilm.safetensors")
+    got = _by_id(DistilBertEmbeddings(model=path).transform(df))
+    sentence_err = _sentence_error(here, texts, got)
+    words = _by_id(DistilBertEmbeddings(model=path, outputValue="word_embeddings").transform(df))
+    word_err = 0.0
+    for row, want in zip(words, here.encode(texts, output_value="word_embeddings"), strict=True):
+        assert [a["result"] for a in row] == want.words
+        assert [[a["begin"], a["end"] + 1] for a in row] == want.offsets.tolist()
+        vectors = np.array([a["embeddings"] for a in row], np.float32)
+        word_err = max(word_err, float(np.abs(vectors - want.vectors).max()))
+    print(
+        f"all-MiniLM-L6-v2, {len(texts)} paragraphs, executors (1 thread) vs the driver's encode "
+        f"({kernels.n_threads()} threads): sentences {sentence_err:.3g}, words "
+        f"{word_err:.3g}"
+    )
+    assert sentence_err <= 1e-5 and word_err <= 5e-5
+
+
+def test_a_text_npdistil_refuses_fails_the_job_naming_its_row(spark, cluster):
+    """A deterministic error: Spark still tries the task spark.task.maxFailures (4) times."""
+    texts = ["fine", "word " * 100, "fine too"]  # the tiny model's window is 40 tokens
+    embed = DistilBertEmbeddings(model=str(cluster.hidden / MODEL_NAME), longText="error")
+    sc = spark.sparkContext
+    sc.setJobGroup("refused", "a text npdistil refuses")
+    try:
+        with pytest.raises(Exception, match="TextTooLongError") as caught:
+            embed.transform(_frame(spark, texts, partitions=1)).collect()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    message = str(caught.value)
+    assert "column 'text', partition 0, row 1 ('word word" in message
+    tracker = sc.statusTracker()
+    stages = [
+        s for j in tracker.getJobIdsForGroup("refused") for s in tracker.getJobInfo(j).stageIds
+    ]
+    failed = sum(tracker.getStageInfo(s).numFailedTasks for s in stages)
+    print(f"{message.splitlines()[-1][:160]}...; failed task attempts: {failed}")
+    assert failed == 4  # spark.task.maxFailures: Spark cannot be told the error is for good
 
 
 def test_a_worker_killed_mid_job_loses_no_row(spark, cluster, model, tmp_path):
