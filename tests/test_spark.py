@@ -508,6 +508,30 @@ def test_spark_nlp_columns_give_one_vector_per_given_token(spark, tiny, pooling,
     assert n == 15 and err <= 1e-5
 
 
+def test_a_given_token_no_piece_starts_in_is_kept_with_zeros_and_is_oov(spark, tiny):
+    """The tokenizer drops control and zero-width characters: a token made of them still gets
+    its annotation (no silent drop), with a vector of zeros and isOOV "true"."""
+    doc = "Hi \x07 there \u200b ok"
+    tokens = [(w, doc.index(w)) for w in ("Hi", "\x07", "there", "\u200b", "ok")]
+    row = (
+        0,
+        [_annotation("document", 0, len(doc) - 1, doc, 0)],
+        [_annotation("token", at, at + len(w) - 1, w, 0) for w, at in tokens],
+    )
+    schema = StructType(
+        [StructField("id", IntegerType())]
+        + [StructField(c, ArrayType(ANNOTATION, True)) for c in ("document", "token")]
+    )
+    df = spark.createDataFrame([row], schema)
+    [got] = _by_id(DistilBertEmbeddings(model=tiny).setInputCols("document", "token").transform(df))
+    assert [a["result"] for a in got] == [w for w, _ in tokens]
+    assert [a["metadata"]["isOOV"] for a in got] == ["false", "true", "false", "true", "false"]
+    assert [a["metadata"]["pieceId"] == "-1" for a in got] == [False, True, False, True, False]
+    pieces = tiny.encode(doc, output_value="tokens")
+    np.testing.assert_allclose(got[2]["embeddings"], pieces.vectors[2], atol=1e-5)  # "there"
+    assert not np.any(got[1]["embeddings"]) and not np.any(got[3]["embeddings"])
+
+
 def test_a_sentence_column_alone_gives_one_vector_per_sentence(spark, tiny):
     df, docs = _spark_nlp_frame(spark)
     out = DistilBertEmbeddings(model=tiny).setInputCols(["sentence"]).transform(df)
