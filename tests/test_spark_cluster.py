@@ -206,6 +206,7 @@ def spark(cluster):
     """The test process's own application on the cluster: one executor per worker, one core
     each. (If test_spark.py ran first, its JVM serves this session too: only the master and the
     session's settings change.)"""
+    before = {k: os.environ.get(k) for k in ("PYSPARK_PYTHON", "SPARK_LOCAL_IP")}
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # for a JVM this session starts
     session = (
@@ -232,6 +233,11 @@ def spark(cluster):
         yield session
     finally:
         session.stop()
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _executors(session) -> int:  # noqa: ANN001
