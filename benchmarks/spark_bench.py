@@ -1,7 +1,9 @@
-"""npdistil on Spark local[2] against model.encode in one process, on a real corpus (issue 10).
+"""npdistil on Spark (local[2], or a standalone cluster of two 1-core workers) against
+model.encode in one process, on a real corpus (issues 10 and 21).
 
     pip install -e ".[spark]"
-    python benchmarks/spark_bench.py            # ~10 min on an idle 2-core machine
+    python benchmarks/spark_bench.py                   # local[2]; ~10 min on an idle 2-core box
+    python benchmarks/spark_bench.py --master cluster  # a standalone master and two workers
 
 The corpus is the paragraphs of CPython's ``pydoc_data.topics``; the model the full-size
 ``distilbert-base-cased`` architecture with the seeded weights of ``tests/synthetic.py`` and a
@@ -10,8 +12,11 @@ speed per token does not depend on the values). Each round embeds the whole corp
 rotating order:
 
 - **Spark**: ``DistilBertEmbeddings`` on a ``local[2]`` session (two Python workers, one BLAS
-  thread each, as Spark sets them), the DataFrame written to Spark's ``noop`` sink so every row
-  is computed and nothing is collected;
+  thread each, as Spark sets them), or with ``--master cluster`` on a standalone cluster started
+  here on 127.0.0.1 (a master and two workers of one core each, spark-class ...Master/Worker;
+  one executor per worker, each in its own JVM with its own Python worker, the model shipped to
+  them), the DataFrame written to Spark's ``noop`` sink so every row is computed and nothing is
+  collected;
 - **one process**: a fresh Python process running ``model.encode`` on the same texts with both
   cores (npdistil splits each batch between two threads).
 
@@ -30,10 +35,13 @@ Prints markdown; writes everything to benchmarks/out/spark.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -103,16 +111,79 @@ def one_process(path: str, step: int, options: dict[str, Any]) -> dict[str, Any]
 # ---- Spark ---------------------------------------------------------------------------------------
 
 
-def start_spark(extra: dict[str, str] | None = None) -> Any:
+class StandaloneCluster:
+    """A standalone master and two 1-core workers on 127.0.0.1, started here and stopped by
+    their pids (each with its process group: executors and Python workers too)."""
+
+    def __init__(self, root: Path) -> None:
+        import pyspark
+
+        self.root, self.home = root, Path(pyspark.__file__).parent
+        shutil.rmtree(root, ignore_errors=True)  # an earlier run's work dirs: shipped copies
+        root.mkdir(parents=True)
+        (root / "daemon.conf").write_text("spark.master.rest.enabled false\n")
+        self.env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(self.home)}
+        self.processes: list[subprocess.Popen] = []
+        self.url = ""
+
+    def _start(self, name: str, args: list[str]) -> None:
+        with open(self.root / f"{name}.log", "wb") as log:
+            command = [str(self.home / "bin" / "spark-class"), *args]
+            command += ["--properties-file", str(self.root / "daemon.conf")]
+            self.processes.append(
+                subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    start_new_session=True,
+                )
+            )
+
+    def _wait(self, name: str, pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            found = re.search(pattern, (self.root / f"{name}.log").read_text(errors="replace"))
+            if found:
+                return found
+            time.sleep(0.5)
+        raise RuntimeError(f"{name} did not start: see {self.root / (name + '.log')}")
+
+    def __enter__(self) -> StandaloneCluster:
+        master = ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", "0"]
+        self._start("master", [*master, "--webui-port", "0"])
+        self.url = self._wait("master", r"Starting Spark master at (spark://[\d.]+:\d+)").group(1)
+        for name in ("worker-a", "worker-b"):
+            work = self.root / name
+            work.mkdir(exist_ok=True)
+            worker = ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", "0"]
+            worker += ["--webui-port", "0", "--cores", "1", "--memory", "3g"]
+            self._start(name, [*worker, "--work-dir", str(work), self.url])
+            self._wait(name, "Successfully registered with master")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in reversed(self.processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+
+
+def start_spark(extra: dict[str, str] | None = None, master: str = "local[2]") -> Any:
     from pyspark.sql import SparkSession
 
     builder = (
-        SparkSession.builder.master("local[2]")
+        SparkSession.builder.master(master)
         .appName("npdistil-spark-bench")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "1g")
     )
+    if not master.startswith("local"):  # one 1-core executor per worker
+        builder = builder.config("spark.executor.cores", "1").config("spark.cores.max", "2")
+        builder = builder.config("spark.executor.memory", "1g")
     for k, v in (extra or {}).items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
@@ -122,9 +193,18 @@ def start_spark(extra: dict[str, str] | None = None) -> Any:
 
 def python_workers(spark: Any) -> dict[int, dict[str, int]]:
     """The session's PySpark worker processes (forked from the daemon, whose parent is the
-    session's JVM) and their memory from /proc: peak RSS (VmHWM), and now the anonymous and
-    file-backed parts (RssAnon, RssFile), in bytes."""
-    jvm = spark.sparkContext._gateway.proc.pid
+    session's JVM in local mode, an executor of the application on a cluster) and their memory
+    from /proc: peak RSS (VmHWM), and now the anonymous and file-backed parts (RssAnon,
+    RssFile), in bytes."""
+    jvms = {spark.sparkContext._gateway.proc.pid}
+    app = spark.sparkContext.applicationId.encode()
+    for entry in Path("/proc").iterdir():  # the application's executors
+        try:
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if b"CoarseGrainedExecutorBackend" in cmdline and app in cmdline:
+            jvms.add(int(entry.name))
     found: dict[int, dict[str, int]] = {}
     daemons = set()
     for entry in Path("/proc").iterdir():
@@ -145,7 +225,7 @@ def python_workers(spark: Any) -> dict[int, dict[str, int]]:
             if k in fields
         }
         found[int(entry.name)] = {"ppid": ppid, **memory}
-        if ppid == jvm:
+        if ppid in jvms:
             daemons.add(int(entry.name))
     return {pid: m for pid, m in found.items() if m["ppid"] in daemons}  # workers only
 
@@ -221,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("sentence_embedding", "word_embeddings", "token_embeddings"),
     )
     p.add_argument("--partitions", type=int, default=8)
+    p.add_argument(
+        "--master",
+        default="local",
+        choices=("local", "cluster"),
+        help="local[2], or a standalone cluster of two 1-core workers started on 127.0.0.1",
+    )
     p.add_argument("--memory-check", action="store_true")
     p.add_argument("--keep-openblas-env", action="store_true")
     p.add_argument("--no-wait", action="store_true", help="don't wait for an idle CPU")
@@ -236,9 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     for k in THREAD_VARIABLES:
         os.environ.pop(k, None)  # Spark sets OMP_NUM_THREADS in its workers itself
     os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # the driver's JVM listens on loopback only
 
     import npdistil
-    from npdistil.spark import DistilBertEmbeddings
 
     folder = checkpoint(args.cache)
     model = npdistil.load(folder, cache_dir=args.cache / "npdistil")
@@ -248,10 +334,32 @@ def main(argv: list[str] | None = None) -> int:
     del model
     log(f"{len(texts)} texts, {tokens} tokens (truncated to 512); model {path}")
 
-    # What encode calls Spark NLP's token embeddings: the per-piece output with offsets.
+    with contextlib.ExitStack() as stack:
+        master = "local[2]"
+        if args.master == "cluster":
+            log("starting a standalone master and two 1-core workers on 127.0.0.1 ...")
+            master = stack.enter_context(StandaloneCluster(args.cache.parent / "cluster")).url
+        spark = start_spark(master=master)
+        stack.callback(spark.stop)
+        report = run(args, spark, path, texts, tokens, before)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(markdown(report))
+    return 0
+
+
+def run(
+    args: argparse.Namespace,
+    spark: Any,
+    path: str,
+    texts: list[str],
+    tokens: int,
+    before: dict[str, str | None],
+) -> dict[str, Any]:
+    from npdistil.spark import DistilBertEmbeddings
+
     output_value = {"token_embeddings": "tokens"}.get(args.output_value, args.output_value)
     options = {"long_text": "truncate", "output_value": output_value}
-    spark = start_spark()
     rows = spark.sparkContext.parallelize(list(enumerate(texts)), args.partitions)
     df = spark.createDataFrame(rows, "id int, text string").cache()
     df.count()  # the texts in the JVM before any timing
@@ -280,7 +388,6 @@ def main(argv: list[str] | None = None) -> int:
             f"(load {result['load_average']})"
         )
         rounds.append(result)
-    spark.stop()
 
     checks = []
     if args.memory_check:
@@ -288,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"memory check: spark.executor.pyspark.memory={limit} ...")
             checks.append(memory_check(path, limit, args.corpus_step))
 
-    report = {
+    return {
+        "master": args.master,
         "machine": machine(),
         "environment_before": before,
         "texts": len(texts),
@@ -301,10 +409,6 @@ def main(argv: list[str] | None = None) -> int:
         "memory_checks": checks,
         "waited_for_idle_cpu_seconds": quiet.waited,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(markdown(report))
-    return 0
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -328,10 +432,18 @@ def markdown(r: dict[str, Any]) -> str:
     workers = sorted(r["workers"].values(), key=lambda w: -w["VmHWM"])[:2]
     peaks = " / ".join(f"{w['VmHWM'] / mb:.0f} MB" for w in workers)
     files = " / ".join(f"{w['RssFile'] / mb:.0f}" for w in workers)
+    system = {
+        "local": "Spark local[2]: 2 Python workers x 1 thread",
+        "cluster": "Spark standalone, 2 workers x 1 core: 2 executors, 1 Python worker each",
+    }[r.get("master", "local")]
+    shared = {
+        "local": "the one file's pages, shared",
+        "cluster": "each executor maps its own shipped copy",
+    }[r.get("master", "local")]
     lines.append(
-        f"| Spark local[2]: 2 Python workers x 1 thread | {spark_rate:.1f} | "
-        f"{spark_rate * r['tokens'] / n:,.0f} | {peaks} per worker (file-backed, shared, "
-        f"at the end: {files} MB) |"
+        f"| {system} | {spark_rate:.1f} | "
+        f"{spark_rate * r['tokens'] / n:,.0f} | {peaks} per worker (file-backed, at the end: "
+        f"{files} MB: {shared}) |"
     )
     one_peak = statistics.median(x["one"]["peak_rss"] for x in rounds)
     lines.append(

@@ -3,7 +3,7 @@
 This module only hands on the public names. The package is laid out by concern, each layer
 importing only the ones below it:
 
-- ``cli/``, ``spark.py``, ``inside.py``, ``system.py``: the ways in (command line, Spark,
+- ``cli/``, ``spark/``, ``inside.py``, ``system.py``: the ways in (command line, Spark,
   looking inside a model, what it runs on)
 - ``api.py``: ``load`` and ``Model``, the face every way in uses
 - ``tasks/``: transformers' pipelines (fill-mask, classification, entities, answers) on the heads

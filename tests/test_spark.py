@@ -31,10 +31,17 @@ if not (_JAVA or shutil.which("java")):
 from pyspark.ml import Pipeline, PipelineModel  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
-from pyspark.sql.types import ArrayType, FloatType  # noqa: E402
+from pyspark.sql.types import (  # noqa: E402
+    ArrayType,
+    FloatType,
+    IntegerType,
+    StructField,
+    StructType,
+)
 
 import npdistil  # noqa: E402
 from npdistil.spark import ANNOTATION, DistilBertEmbeddings  # noqa: E402
+from npdistil.weights.convert import recompress  # noqa: E402
 
 TEXTS = [*tiny_reference()[0]["texts"], "", None, "Hello world!", "   "]
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS")
@@ -81,10 +88,14 @@ def spark(folder):
     (folder / "log4j2.properties").write_text(LOG4J)
     path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
     launch = {k: None for k in THREAD_VARIABLES}
-    with _environment(PYSPARK_PYTHON=sys.executable, PYTHONPATH=path, **launch):
+    with _environment(
+        PYSPARK_PYTHON=sys.executable, PYTHONPATH=path, SPARK_LOCAL_IP="127.0.0.1", **launch
+    ):
         session = (
             SparkSession.builder.master("local[2]")
             .appName("npdistil-tests")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.shuffle.partitions", "2")
@@ -110,7 +121,10 @@ def _opened(folder) -> list[tuple[int, str]]:
     """(worker pid, file) for every model a Python worker has opened so far."""
     log = folder / "workers.log"
     lines = log.read_text().splitlines() if log.exists() else []
-    found = map(re.compile(r"worker (\d+) opened (.+)").fullmatch, lines)
+    found = map(
+        re.compile(r"worker (\d+) opened (.+) \(\d+ MB\) in .+ s, \d+ BLAS threads?").fullmatch,
+        lines,
+    )
     return [(int(m[1]), m[2]) for m in found if m]
 
 
@@ -315,6 +329,243 @@ def test_bad_columns_and_params_are_refused_on_the_driver(spark, tiny):
         DistilBertEmbeddings(batchSize=0)
 
 
+# ---- sentences, and Spark NLP's annotation columns as input -------------------------------------
+
+DOCUMENTS = [
+    "Dr. Watson met Mrs. Hudson. They talked until 5 p.m. on Baker St. Then he left!",
+    "One sentence only",
+    "",
+    None,
+    "  Spaces around.   And between.  ",
+]
+
+
+def test_sentences_splits_each_text_and_embeds_each_sentence(spark, tiny):
+    """One annotation per sentence: its text, offsets into the document, its index; its
+    vector encode's for that sentence alone."""
+    embed = DistilBertEmbeddings(model=tiny, sentences=True)
+    out = embed.transform(_frame(spark, DOCUMENTS))
+    assert out.schema["embeddings"].dataType == ArrayType(ANNOTATION, False)
+    assert out.schema["embeddings"].metadata == {"annotatorType": "sentence_embeddings"}
+    got = _by_id(out)
+    # written by hand: what a reader calls the sentences of these documents
+    expected = [
+        ["Dr. Watson met Mrs. Hudson.", "They talked until 5 p.m. on Baker St.", "Then he left!"],
+        ["One sentence only"],
+        [],
+        None,
+        ["Spaces around.", "And between."],
+    ]
+    err = 0.0
+    for doc, want, row in zip(DOCUMENTS, expected, got, strict=True):
+        if want is None:
+            assert row is None
+            continue
+        assert [a["result"] for a in row] == want
+        at = 0
+        for i, (a, sentence) in enumerate(zip(row, want, strict=True)):
+            at = doc.index(sentence, at)
+            assert (a["begin"], a["end"]) == (at, at + len(sentence) - 1)
+            assert a["annotatorType"] == "sentence_embeddings"
+            assert a["metadata"]["sentence"] == str(i)
+        if want:
+            vectors = np.array([a["embeddings"] for a in row], np.float32)
+            err = max(err, float(np.abs(vectors - tiny.encode(want)).max()))
+    print(f"sentence vectors vs encode of each sentence: max abs difference {err:.3g}")
+    assert err <= 1e-5
+
+
+def test_sentences_with_word_output_give_document_offsets_and_sentence_indices(spark, tiny):
+    embed = DistilBertEmbeddings(model=tiny, sentences=True, outputValue="word_embeddings")
+    got = _by_id(embed.transform(_frame(spark, DOCUMENTS[:1], partitions=1)))[0]
+    doc = DOCUMENTS[0]
+    sentences = [
+        "Dr. Watson met Mrs. Hudson.",
+        "They talked until 5 p.m. on Baker St.",
+        "Then he left!",
+    ]
+    at, err, n = 0, 0.0, 0
+    for i, sentence in enumerate(sentences):
+        at = doc.index(sentence, at)
+        words = tiny.encode(sentence, output_value="word_embeddings")
+        mine = [a for a in got if a["metadata"]["sentence"] == str(i)]
+        assert [a["result"] for a in mine] == words.words
+        assert [[a["begin"] - at, a["end"] + 1 - at] for a in mine] == words.offsets.tolist()
+        assert all(doc[a["begin"] : a["end"] + 1] == a["result"] for a in mine)
+        vectors = np.array([a["embeddings"] for a in mine], np.float32)
+        err = max(err, float(np.abs(vectors - words.vectors).max()))
+        n += len(mine)
+    print(f"{n} words in 3 sentences; vs encode of each sentence: {err:.3g}")
+    assert n == len(got) and err <= 1e-5
+
+
+def _annotation(kind, begin, end, result, sentence):
+    """An annotation as Spark NLP's DocumentAssembler, SentenceDetector and Tokenizer write
+    it (com.johnsnowlabs.nlp.Annotation: end inclusive, metadata "sentence", no embeddings)."""
+    return (kind, begin, end, result, {"sentence": str(sentence)}, [])
+
+
+def _spark_nlp_frame(spark):
+    """Columns built to Spark NLP's published schema: document, sentence and token annotations
+    (tokens as Spark NLP's default Tokenizer splits: "York-based" is one token, "can't" two)."""
+    docs = [
+        "New York-based, we can't stop. Hello world!",
+        "No tokens here.",
+        None,
+        "Ünïcode café. Ok",
+    ]
+    token_splits = [
+        ["New", "York-based", ",", "we", "ca", "n't", "stop", ".", "Hello", "world", "!"],
+        [],
+        None,
+        ["Ünïcode", "café", ".", "Ok"],
+    ]
+    sentence_splits = [
+        ["New York-based, we can't stop.", "Hello world!"],
+        ["No tokens here."],
+        None,
+        ["Ünïcode café.", "Ok"],
+    ]
+    rows = []
+    for i, (doc, sents, toks) in enumerate(zip(docs, sentence_splits, token_splits, strict=True)):
+        if doc is None:
+            rows.append((i, None, None, None))
+            continue
+        document = [_annotation("document", 0, len(doc) - 1, doc, 0)]
+        sentences, tokens, at = [], [], 0
+        for k, sentence in enumerate(sents):
+            start = doc.index(sentence, at)
+            sentences.append(_annotation("document", start, start + len(sentence) - 1, sentence, k))
+            at = start + len(sentence)
+        at = 0
+        for token in toks:
+            start = doc.index(token, at)
+            k = next(j for j, a in enumerate(sentences) if a[1] <= start <= a[2])
+            tokens.append(_annotation("token", start, start + len(token) - 1, token, k))
+            at = start + len(token)
+        rows.append((i, document, sentences, tokens))
+    schema = StructType(
+        [StructField("id", IntegerType())]
+        + [StructField(c, ArrayType(ANNOTATION, True)) for c in ("document", "sentence", "token")]
+    )
+    return spark.createDataFrame(rows, schema).repartition(2), docs
+
+
+def _pooled_by_hand(tiny, spans, tokens, pooling):
+    """The vector of each given token, computed here: encode each span's pieces (its
+    output_value="tokens"), take the pieces that start inside the token, pool them."""
+    out = []
+    for token in tokens:
+        span = next(s for s in spans if s["begin"] <= token["begin"] <= s["end"])
+        pieces = tiny.encode(span["result"], output_value="tokens")
+        inside = [
+            v
+            for v, (start, _) in zip(pieces.vectors, pieces.offsets.tolist(), strict=True)
+            if token["begin"] <= span["begin"] + start <= token["end"]
+        ]
+        if not inside:
+            out.append(np.zeros(tiny.get_sentence_embedding_dimension(), np.float32))
+        elif pooling == "first":
+            out.append(inside[0])
+        elif pooling == "mean":
+            out.append(np.mean(inside, axis=0))
+        else:
+            out.append(np.max(inside, axis=0))
+    return out
+
+
+@pytest.mark.parametrize("pooling", ["first", "mean", "max"])
+@pytest.mark.parametrize("context", ["sentence", "document"])
+def test_spark_nlp_columns_give_one_vector_per_given_token(spark, tiny, pooling, context):
+    """setInputCols(context, "token"), as in a Spark NLP pipeline: one word_embeddings
+    annotation per given token, its offsets and text the token's, its vector its pieces
+    pooled; the model sees each sentence (or the whole document) as one text."""
+    df, docs = _spark_nlp_frame(spark)
+    embed = DistilBertEmbeddings(model=tiny, wordPooling=pooling).setInputCols(context, "token")
+    out = embed.transform(df)
+    assert out.schema["embeddings"].metadata == {"annotatorType": "word_embeddings"}
+    inputs = {r["id"]: r for r in df.collect()}
+    err, n = 0.0, 0
+    for i, row in enumerate(_by_id(out)):
+        given = inputs[i]
+        if given["token"] is None:
+            assert row is None
+            continue
+        tokens = given["token"]
+        assert [(a["begin"], a["end"], a["result"]) for a in row] == [
+            (t["begin"], t["end"], t["result"]) for t in tokens
+        ]
+        for a, t in zip(row, tokens, strict=True):
+            assert docs[i][a["begin"] : a["end"] + 1] == a["result"]
+            assert a["metadata"]["sentence"] == t["metadata"]["sentence"]
+            assert a["metadata"]["isOOV"] == "false"
+        if tokens:
+            want = _pooled_by_hand(tiny, given[context], tokens, pooling)
+            got = np.array([a["embeddings"] for a in row], np.float32)
+            err = max(err, float(np.abs(got - np.array(want)).max()))
+        n += len(row)
+    print(f"{n} given tokens ({context}, {pooling}): vs pieces pooled by hand {err:.3g}")
+    assert n == 15 and err <= 1e-5
+
+
+def test_a_given_token_no_piece_starts_in_is_kept_with_zeros_and_is_oov(spark, tiny):
+    """The tokenizer drops control and zero-width characters: a token made of them still gets
+    its annotation (no silent drop), with a vector of zeros and isOOV "true"."""
+    doc = "Hi \x07 there \u200b ok"
+    tokens = [(w, doc.index(w)) for w in ("Hi", "\x07", "there", "\u200b", "ok")]
+    row = (
+        0,
+        [_annotation("document", 0, len(doc) - 1, doc, 0)],
+        [_annotation("token", at, at + len(w) - 1, w, 0) for w, at in tokens],
+    )
+    schema = StructType(
+        [StructField("id", IntegerType())]
+        + [StructField(c, ArrayType(ANNOTATION, True)) for c in ("document", "token")]
+    )
+    df = spark.createDataFrame([row], schema)
+    [got] = _by_id(DistilBertEmbeddings(model=tiny).setInputCols("document", "token").transform(df))
+    assert [a["result"] for a in got] == [w for w, _ in tokens]
+    assert [a["metadata"]["isOOV"] for a in got] == ["false", "true", "false", "true", "false"]
+    assert [a["metadata"]["pieceId"] == "-1" for a in got] == [False, True, False, True, False]
+    pieces = tiny.encode(doc, output_value="tokens")
+    np.testing.assert_allclose(got[2]["embeddings"], pieces.vectors[2], atol=1e-5)  # "there"
+    assert not np.any(got[1]["embeddings"]) and not np.any(got[3]["embeddings"])
+
+
+def test_a_sentence_column_alone_gives_one_vector_per_sentence(spark, tiny):
+    df, docs = _spark_nlp_frame(spark)
+    out = DistilBertEmbeddings(model=tiny).setInputCols(["sentence"]).transform(df)
+    inputs = {r["id"]: r["sentence"] for r in df.collect()}
+    err = 0.0
+    for i, row in enumerate(_by_id(out)):
+        if inputs[i] is None:
+            assert row is None
+            continue
+        assert [(a["begin"], a["end"], a["result"]) for a in row] == [
+            (s["begin"], s["end"], s["result"]) for s in inputs[i]
+        ]
+        vectors = np.array([a["embeddings"] for a in row], np.float32)
+        err = max(err, float(np.abs(vectors - tiny.encode([s["result"] for s in inputs[i]])).max()))
+    print(f"one vector per sentence annotation, vs encode: {err:.3g}")
+    assert err <= 1e-5
+
+
+def test_spark_nlp_columns_are_checked_on_the_driver(spark, tiny):
+    df, _ = _spark_nlp_frame(spark)
+    with pytest.raises(npdistil.InputTypeError, match="column 'id' holds int, not Spark NLP"):
+        DistilBertEmbeddings(model=tiny).setInputCols("id", "token").transform(df)
+    with pytest.raises(npdistil.InputError, match="one vector per token, outputValue"):
+        DistilBertEmbeddings(model=tiny, outputValue="sentence_embedding").setInputCols(
+            "sentence", "token"
+        ).transform(df)
+    with pytest.raises(npdistil.InputError, match="sentences=True splits texts"):
+        DistilBertEmbeddings(model=tiny, sentences=True).setInputCols(
+            "sentence", "token"
+        ).transform(df)
+    with pytest.raises(npdistil.InputError, match="inputCols takes a document or sentence"):
+        DistilBertEmbeddings(model=tiny).setInputCols("document", "sentence", "token").transform(df)
+
+
 # ---- saving, shipping, loading -------------------------------------------------------------------
 
 
@@ -329,6 +580,9 @@ def test_pipeline_saves_the_model_reference_and_params_never_the_weights(spark, 
     size = sum(p.stat().st_size for p in saved)
     print(f"saved pipeline: {len(saved)} files, {size} bytes")
     assert size < 20_000 and not any(p.suffix == ".safetensors" for p in saved)
+    # Spark records the class by its module path: npdistil.spark's, whatever file holds it
+    meta = next((tmp_path / "pipeline" / "stages").glob("*/metadata/part-*")).read_text()
+    assert json.loads(meta)["class"] == "npdistil.spark.DistilBertEmbeddings"
     [again] = PipelineModel.load(str(tmp_path / "pipeline")).stages
     assert isinstance(again, DistilBertEmbeddings)
     params = {p.name: v for p, v in stage.extractParamMap().items()}
@@ -347,11 +601,18 @@ def test_the_driver_ships_the_model_file_or_workers_open_a_shared_path(
     opened = {Path(f) for _, f in _opened(folder)}
     assert any(f.name == tiny.path.name and f != tiny.path for f in opened), opened
 
-    # Another file of the same name would make Spark fail every later task: refused first.
+    # The same content under the same name, from another folder: already shipped, accepted.
+    (tmp_path / "copy").mkdir()
+    same = shutil.copy(tiny.path, tmp_path / "copy" / tiny.path.name)
+    before = list(spark.sparkContext.listFiles)
+    _by_id(DistilBertEmbeddings(model=same).transform(df))
+    assert spark.sparkContext.listFiles == before
+    # Another file of the same name (here the same model in float16) would make the workers
+    # embed with the first one: refused.
     (tmp_path / "other").mkdir()
-    same_name = shutil.copy(tiny.path, tmp_path / "other" / tiny.path.name)
+    other = recompress(tiny.path, tmp_path / "other" / tiny.path.name, "float16")
     with pytest.raises(npdistil.NpdistilError, match="already ships another file named"):
-        DistilBertEmbeddings(model=same_name).transform(df)
+        DistilBertEmbeddings(model=other).transform(df)
 
     shared = tmp_path / "shared.safetensors"
     shutil.copy(tiny.path, shared)
@@ -364,6 +625,72 @@ def test_the_driver_ships_the_model_file_or_workers_open_a_shared_path(
     missing = DistilBertEmbeddings(model=str(tmp_path / "nowhere"), modelShipping="path")
     with pytest.raises(Exception, match="CheckpointError: .*nowhere: no such file or folder"):
         missing.transform(df).collect()
+
+
+def test_a_bare_file_name_the_application_ships_is_the_shipped_file(
+    spark, folder, tiny, tmp_path, monkeypatch
+):
+    """``spark-submit --files model.safetensors`` with ``model="model.safetensors"``: the
+    driver finds the name among the files the application ships (here added by
+    ``sc.addFile``, as --files does), not in its working folder."""
+    shipped = tmp_path / "submitted.safetensors"
+    shutil.copy(tiny.path, shipped)
+    spark.sparkContext.addFile(str(shipped))
+    monkeypatch.chdir(tmp_path.parent)  # the name is no path from here
+    assert not Path("submitted.safetensors").exists()
+    before = list(spark.sparkContext.listFiles)
+    texts = ["Hello world!", None, "One more text."]
+    for output_value in ("sentence_embedding", "word_embeddings"):  # two transforms
+        embed = DistilBertEmbeddings(model="submitted.safetensors", outputValue=output_value)
+        got = _by_id(embed.transform(_frame(spark, texts, partitions=2)))
+        assert got[1] is None
+        if output_value == "sentence_embedding":
+            np.testing.assert_allclose(got[0], tiny.encode(["Hello world!"])[0], atol=1e-5)
+    assert spark.sparkContext.listFiles == before  # nothing shipped twice
+    opened = {Path(f) for _, f in _opened(folder)}
+    assert any(f.name == shipped.name and f != shipped for f in opened), opened
+
+
+def test_a_shipped_file_is_recognised_whatever_scheme_spark_recorded(spark, tiny, tmp_path):
+    """On a cluster Spark records ``spark://<driver>:<port>/files/<name>`` (tests/
+    test_spark_cluster.py runs that for real); ``hdfs:`` or ``local:`` when the user ships
+    from there. The driver's SparkFiles copy (or a local path) stands for the content."""
+    from pyspark import SparkFiles
+
+    from npdistil.spark.shipping import ship
+
+    name = "recorded.safetensors"
+    shutil.copy(tiny.path, Path(SparkFiles.getRootDirectory()) / name)
+    (tmp_path / "a").mkdir()
+    same = shutil.copy(tiny.path, tmp_path / "a" / name)
+    other = recompress(tiny.path, tmp_path / name, "float16")
+
+    class Context:  # what _ship reads of a SparkContext; nothing is added to the real one
+        def __init__(self, uri):
+            self.listFiles, self.added = [uri], []
+
+        def addFile(self, path):
+            self.added.append(path)
+
+    class Session:
+        def __init__(self, uri):
+            self.sparkContext = Context(uri)
+
+    for uri in (
+        f"spark://127.0.0.1:46199/files/{name}",
+        f"hdfs://namenode:8020/models/{name}",
+        f"local:{same}",
+        f"file:{same}",
+    ):
+        session = Session(uri)
+        ship(session, str(same))  # the same content: nothing to add
+        assert session.sparkContext.added == [], uri
+        refused = f"already ships another file named '{name}'"
+        with pytest.raises(npdistil.NpdistilError, match=refused):
+            ship(session, str(other))
+    session = Session("spark://127.0.0.1:46199/files/elsewhere.safetensors")
+    ship(session, str(same))  # another name: shipped
+    assert session.sparkContext.added == [str(same)]
 
 
 def test_each_python_worker_opens_the_model_once(spark, folder, tiny, tmp_path):
