@@ -43,7 +43,9 @@ SIZE = 437_971_872
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("NPDISTIL_TEST_MODELS") or Path.home() / ".cache/npdistil-test-models")
+    return Path(
+        os.environ.get("NPDISTIL_TEST_MODELS") or Path.home() / ".cache/npdistil-test-models"
+    )
 
 
 def sha256_of(path: Path) -> str:

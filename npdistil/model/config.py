@@ -35,6 +35,8 @@ FAMILY_NAMES = {
 # Families whose positions count from the padding token's id + 1, as fairseq numbered them:
 # transformers' create_position_ids_from_input_ids (RoBERTa's and MPNet's embeddings).
 OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
+# MPNet's encoder calls its bucket function with num_buckets=32, whatever the config holds.
+MPNET_BUCKETS = 32
 # Activations npdistil implements, by their Hugging Face names.
 ACTIVATIONS = ("gelu", "relu")
 # transformers' problem types of a sequence classifier (None: decided by the number of labels).
@@ -152,11 +154,14 @@ class EncoderConfig:
                 "config field 'relative_attention_num_buckets' must be a non-negative integer, "
                 f"got {buckets!r}"
             )
-        if (self.model_type == "mpnet") != (buckets > 0) or buckets % 2:
+        if self.model_type == "mpnet" and buckets != MPNET_BUCKETS:
             raise ConfigError(
-                f"config: relative_attention_num_buckets {buckets} does not fit {self.family} "
-                "(MPNet has an even number of buckets, at least 2; the other families none)"
+                f"config: relative_attention_num_buckets is {buckets}, but transformers computes "
+                f"{MPNET_BUCKETS} buckets whatever the config says (MPNetEncoder): npdistil runs "
+                f"MPNet with {MPNET_BUCKETS}"
             )
+        if self.model_type != "mpnet" and buckets:
+            raise ConfigError(f"config: {self.family} has no relative position bias")
         if self.max_tokens < 1:
             raise ConfigError(
                 f"config: max_position_embeddings {self.max_position_embeddings} leaves no "
@@ -298,7 +303,7 @@ def _bert_fields(data: dict[str, Any], model_type: str, source: str) -> dict[str
     kwargs.setdefault("n_heads", 12)
     kwargs.setdefault("hidden_dim", 3072)
     if model_type == "mpnet":  # no token types; its relative bias has 32 buckets by default
-        kwargs.setdefault("relative_attention_num_buckets", 32)
+        kwargs.setdefault("relative_attention_num_buckets", MPNET_BUCKETS)
         kwargs["type_vocab_size"] = data.get("type_vocab_size", 0)
     else:
         kwargs.setdefault("type_vocab_size", 2)
