@@ -37,8 +37,8 @@ def load(
     local_files_only: bool = False,
     force_download: bool = False,
 ) -> Model:
-    """Load a model: DistilBERT or BERT, plain or with task heads, or a sentence-transformers
-    model of either.
+    """Load a model: DistilBERT, BERT, RoBERTa, XLM-RoBERTa, CamemBERT or MPNet, plain or with
+    task heads, or a sentence-transformers model of any of them.
 
     ``source`` is a Hub repository id (``"distilbert-base-cased"``, ``"org/name"``), a local
     folder laid out like a Hub snapshot (``config.json``, ``model.safetensors`` or
