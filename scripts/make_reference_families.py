@@ -34,7 +34,9 @@ fixtures, and the tests, reading what is committed, still hold them to transform
   single texts and of text pairs (hidden states and attentions for the base models, head
   outputs for the others), multiple-choice logits, MPNet's distance buckets, and
   ``SentenceTransformer(folder).encode`` of the two folders; families_pipelines.json:
-  transformers' fill-mask and text-classification pipelines on the MLM and classifier models.
+  transformers' fill-mask, text-classification and token-classification pipelines on the task
+  models (transformers 5 has no question-answering pipeline: the QA models are held to the
+  logits only).
 
 Every array is float32 (outputs) or int64 (ids, masks, offsets, buckets); no file needs pickle.
 """
@@ -390,6 +392,19 @@ def pipelines() -> dict[str, Any]:
                 classify({"text": a, "text_pair": b}, top_k=None, truncation=True) for a, b in PAIRS
             ],
         }
+    out["entities"] = {}
+    for folder in ("tiny-roberta-tokcls", "tiny-mpnet-tokcls"):
+        tag = pipeline("token-classification", model=str(FIXTURES / folder), device="cpu")
+        out["entities"][folder] = {
+            "texts": TEXTS[:4],
+            "runs": {
+                # every tag kept, "O" too: random weights may tag every word "O"
+                strategy: [
+                    tag(t, aggregation_strategy=strategy, ignore_labels=[]) for t in TEXTS[:4]
+                ]
+                for strategy in ("none", "simple", "first", "max")
+            },
+        }
     return out
 
 
@@ -438,6 +453,16 @@ def make_st_folders() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 # --------------------------------------------------------------------------- main
 
 
+def plain(value: Any) -> Any:
+    """Pipeline outputs as JSON can hold them (the token-classification pipeline gives NumPy
+    scalars)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def main() -> None:
     torch.set_num_threads(2)
     transformers.logging.set_verbosity_error()
@@ -468,7 +493,7 @@ def main() -> None:
     }
     save_npz(FIXTURES / "families_reference.npz", {**arrays, **st_arrays})
     save_json(FIXTURES / "families_reference.json", info)
-    calls = pipelines() | {"generated_with": info["generated_with"]}
+    calls = plain(pipelines()) | {"generated_with": info["generated_with"]}
     save_json(FIXTURES / "families_pipelines.json", calls)
 
 

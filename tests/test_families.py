@@ -311,3 +311,27 @@ def test_sentence_transformers_folders_match_encode(name, parity):
     tokens = model.encode(texts[:2], output_value="token_embeddings")
     for i, t in enumerate(tokens):
         parity(f"{name} token_embeddings[{i}]", t, REF[f"{name}/token_embeddings/{i}"])
+
+
+@pytest.mark.parametrize("name", list(PIPELINES["entities"]))
+def test_entities_equal_the_pipeline(name, parity):
+    """Byte-level BPE (RoBERTa) and WordPiece with <s> (MPNet): words, groups and offsets as
+    the token-classification pipeline makes them."""
+    model = npdistil.load(FIXTURES / name)
+    case = PIPELINES["entities"][name]
+    found = 0
+    for strategy, expected in case["runs"].items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a text over 40 tokens is truncated, as there
+            got = model.entities(case["texts"], aggregation_strategy=strategy, ignore_labels=[])
+        for g, e in zip(got, expected, strict=True):
+            assert [{k: v for k, v in d.items() if k != "score"} for d in g] == [
+                {k: v for k, v in d.items() if k != "score"} for d in e
+            ], f"{name} {strategy}"
+            if e:
+                found += len(e)
+                scores = np.array([d["score"] for d in g])
+                parity(
+                    f"{name} entities {strategy}", scores, np.array([d["score"] for d in e]), 5e-5
+                )
+    assert found  # the pipeline found entities to compare
