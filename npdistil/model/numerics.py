@@ -240,12 +240,12 @@ def _minus_logit_phi(
 
 # NumPy's exp2 is 2.5x faster than its exp (float32, AVX-512): exp(y) is computed as exp2(y / ln 2)
 # wherever the 1 / ln 2 can be folded into constants computed anyway.
-LOG2_E = _LOG2_E = 1 / math.log(2)
+LOG2_E = 1 / math.log(2)
 
 
 def _gelu_block(x: np.ndarray) -> None:  # in place, one cache-sized block
     e, tmp, tmp2 = np.empty_like(x), np.empty_like(x), np.empty_like(x)
-    _minus_logit_phi(x, e, tmp, tmp2, unit=_LOG2_E)
+    _minus_logit_phi(x, e, tmp, tmp2, unit=LOG2_E)
     np.exp2(e, out=e)  # exp(-s(x))
     e += 1
     np.divide(x, e, out=x)  # x Phi(x) = x / (1 + exp(-s(x)))
@@ -434,7 +434,7 @@ def attention(
             n_q = queries.stop - queries.start
             out = context[at : at + q.shape[0] * n_q].reshape(q.shape[0], n_q, n_heads, -1)
             out = out.transpose(0, 2, 1, 3)  # [b, H, Tq, Dh], a view into context
-            q *= scale * _LOG2_E  # scores in base 2: softmax(s) = 2^(s log2 e) / sum(...)
+            q *= scale * LOG2_E  # scores in base 2: softmax(s) = 2^(s log2 e) / sum(...)
             bias = None if key_bias is None else key_bias[seqs]  # [b, T keys]
             for g_seq, g_head in _score_groups(q.shape[0], n_heads, t, n_q):
                 group = (g_seq, g_head)

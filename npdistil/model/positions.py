@@ -63,7 +63,9 @@ def relative_buckets(n_tokens: int, n_buckets: int) -> np.ndarray:  # -> [T, T] 
     exact = half // 2
     right = np.where(n < 0, half, 0)  # keys right of the query take the upper half
     n = np.abs(n)
-    # exact - 1 + ... : log(n / exact) / log(MAX_DISTANCE / exact) of the remaining buckets
+    # Farther keys: the remaining half - exact buckets spread logarithmically over distances
+    # exact..MAX_DISTANCE (transformers computes this in float32; float64 gives the same
+    # buckets for every distance, tested), the farthest all in the last bucket.
     far = exact + (
         np.log(np.maximum(n, 1) / exact) / math.log(MAX_DISTANCE / exact) * (half - exact)
     ).astype(np.int64)
