@@ -244,16 +244,19 @@ def test_reference_matches_transformers_and_the_fast_pass(name, parity):
 
 
 @pytest.mark.parametrize("name", ["tiny-roberta", "tiny-mpnet"])
-def test_packed_sequences_each_count_from_zero(name):
+def test_packed_sequences_each_count_from_zero(name, parity):
     """forward_packed runs every sequence as if alone: positions and MPNet's bias start at 0
-    for each, whatever precedes it."""
+    for each, whatever precedes it (against the textbook on each sequence alone, within
+    test_reference.py's FAST_TOLERANCE: float32 rounding and the fast path's tricks)."""
     model = npdistil.load(FIXTURES / name)
     ref = _ref(name, "single")
     seqs = [row[:n] for row, n in zip(ref["input_ids"], ref["attention_mask"].sum(1), strict=True)]
     packed = model.forward_packed(seqs)
-    for seq, got in zip(seqs, packed, strict=True):
-        alone = model(seq[None]).last_hidden_state[0]
-        np.testing.assert_allclose(got, alone, atol=2e-6, rtol=0)
+    alone = [reference.forward(model, s).last_hidden_state[0] for s in seqs]
+    err = parity(
+        f"{name} packed vs reference.py alone", np.concatenate(packed), np.concatenate(alone)
+    )
+    assert err <= 5e-5
 
 
 # ---- pipelines ----------------------------------------------------------------------------------
