@@ -16,6 +16,10 @@ ratios with their min and max; OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset). The 
 - onnxruntime: ``torch.onnx.export(dynamo=False, opset 14)`` of MPNetModel, CPU provider,
   ``ORT_ENABLE_ALL`` (ORT's transformer optimizer has no MPNet recipe: not run).
 
+With ``--distilbert`` it times only npdistil and npdistil_first_only, on a full-size
+distilbert-base-cased-shaped checkpoint (tests/synthetic.py's weights, the tiny tokenizer):
+the shortcut on a 6-layer model.
+
 Also: the max abs difference of npdistil's last hidden state from PyTorch's on the 8x128 batch,
 and npdistil's int8 (and float16) file of the model against its float32 file: sizes, and the
 cosine of ``encode`` sentence embeddings over a sample of real paragraphs (every 40th of
@@ -49,17 +53,67 @@ def mpnet_folder() -> str:
     return str(folder)
 
 
+def distilbert_folder(cache: Path) -> str:
+    """A full-size DistilBERT (tests/synthetic.py's seeded weights, the tiny tokenizer), as
+    tests/conftest.py's ``full_size_folder`` makes it."""
+    folder = cache / "distilbert"
+    if not (folder / "model.safetensors").is_file():
+        import shutil
+
+        from safetensors.numpy import save_file
+
+        sys.path.insert(0, str(ROOT / "tests"))
+        import synthetic
+
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(synthetic.full_size_config()))
+        save_file(synthetic.full_size_state_dict(0), str(folder / "model.safetensors"))
+        shutil.copy(ROOT / "tests/fixtures/tiny/tokenizer.json", folder / "tokenizer.json")
+    return str(folder)
+
+
+def shortcut_only(args: argparse.Namespace, run: Any, before: dict[str, Any]) -> int:
+    """npdistil against npdistil_first_only on the 6-layer DistilBERT: the shortcut alone."""
+    cache = HERE / "out" / "cache" / "mpnet"
+    folder = distilbert_folder(cache)
+    names = ("npdistil", "npdistil_first_only")
+    assets_ = {"folder": folder, "npdistil_cache": str(cache / "npdistil-distilbert")}
+    rounds = args.rounds or (2 if args.quick else 5)
+    quiet = run.Quiet(0 if args.no_wait else (120 if args.quick else 600), settle=0.25)
+    workers = run.start_workers(names, assets_)
+    try:
+        throughput = run.measure_shapes(workers, names, SHAPES, rounds, 0.5, quiet)
+    finally:
+        run.close_workers(workers)
+    m = run.machine(before, args.threads, keep_openblas=False)
+    print(f"DistilBERT-shaped (6 layers, 768 wide), {m['cpu']}, {m['threads']} threads, "
+          f"{rounds} paired rounds; load average {run.load_average()}\n")  # fmt: skip
+    print("| batch x tokens | npdistil tok/s | first-token shortcut tok/s | speed-up |")
+    print("|---|---|---|---|")
+    for key, shape in throughput.items():
+        s = shape["systems"]
+        speedup = run.paired(shape, "npdistil_first_only", "npdistil")
+        print(f"| {key} | {s['npdistil']['tokens_per_s']:,.0f} | "
+              f"{s['npdistil_first_only']['tokens_per_s']:,.0f} | {_r(speedup)} |")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--rounds", type=int, help="paired rounds per shape (5; quick 2)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-wait", action="store_true", help="don't wait for an idle CPU")
+    parser.add_argument(
+        "--distilbert", action="store_true", help="the shortcut alone, on a 6-layer DistilBERT"
+    )
     args = parser.parse_args(argv)
 
     import run  # the sibling harness
 
     before = run.set_environment(args.threads, keep_openblas=False)
+    if args.distilbert:
+        return shortcut_only(args, run, before)
     import numpy as np  # after the environment: BLAS reads its thread count at load
     import systems
 
