@@ -35,9 +35,7 @@ _FAMILIES = (embed, files, system, inside, tasks)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="npdistil", description="DistilBERT, BERT, RoBERTa and MPNet inference in pure NumPy."
-    )
+    p = Parser(prog="npdistil", description="DistilBERT and BERT inference in pure NumPy.")
     p.add_argument("--version", action="version", version=f"npdistil {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     hub = hub_options()
