@@ -150,7 +150,8 @@ N_HEADS, HIDDEN = 12, 768
 
 
 def export_onnx(folder: str, output: str, attention: str = "sdpa") -> dict[str, Any]:
-    """Export transformers' DistilBertModel from ``folder`` to ONNX as Optimum does: the
+    """Export transformers' model of ``folder`` (``AutoModel``: DistilBertModel here,
+    MPNetModel for benchmarks/mpnet.py) to ONNX as Optimum does: the
     TorchScript exporter (``dynamo=False``), opset 14, dynamic batch and sequence axes, fp32,
     one file, transformers' default attention (``"sdpa"``; ``"eager"`` for the graph whose
     attention ORT's optimizer can fuse). Runs in a child process: the parent never imports
@@ -158,10 +159,10 @@ def export_onnx(folder: str, output: str, attention: str = "sdpa") -> dict[str, 
     import warnings
 
     import torch
-    from transformers import DistilBertModel
+    from transformers import AutoModel
 
     warnings.filterwarnings("ignore")
-    model = DistilBertModel.from_pretrained(folder, attn_implementation=attention).eval()
+    model = AutoModel.from_pretrained(folder, attn_implementation=attention).eval()
     ids = torch.randint(106, VOCAB_SIZE, (2, 16))
     mask = torch.ones_like(ids)
     axes = {0: "batch_size", 1: "sequence_length"}

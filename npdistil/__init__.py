@@ -1,4 +1,4 @@
-"""npdistil: DistilBERT and BERT in pure NumPy, with the numbers of Hugging Face transformers.
+"""npdistil: DistilBERT, BERT, RoBERTa and MPNet in pure NumPy, with transformers' numbers.
 
 This module only hands on the public names. The package is laid out by concern, each layer
 importing only the ones below it:

@@ -37,8 +37,8 @@ def load(
     local_files_only: bool = False,
     force_download: bool = False,
 ) -> Model:
-    """Load a model: DistilBERT or BERT, plain or with task heads, or a sentence-transformers
-    model of either.
+    """Load a model: DistilBERT, BERT, RoBERTa, XLM-RoBERTa, CamemBERT or MPNet, plain or with
+    task heads, or a sentence-transformers model of any of them.
 
     ``source`` is a Hub repository id (``"distilbert-base-cased"``, ``"org/name"``), a local
     folder laid out like a Hub snapshot (``config.json``, ``model.safetensors`` or
@@ -81,9 +81,10 @@ class Model:
         self._tokenizer = (
             Tokenizer(
                 converted.tokenizer_json,
-                converted.config.max_position_embeddings,
+                converted.config.max_tokens,
                 converted.config.pad_token_id,
-                token_types=converted.config.type_vocab_size > 0,
+                # RoBERTa's one token type is always 0: its tokenizers give none
+                token_types=converted.config.type_vocab_size > 1,
                 lowercase=self._sentence.do_lower_case,
             )
             if converted.tokenizer_json is not None
@@ -191,10 +192,10 @@ class Model:
         if ids.shape[0] == 0 or ids.shape[1] == 0:
             raise InputError(f"input_ids is empty (shape {ids.shape})")
         c = self.config
-        if ids.shape[1] > c.max_position_embeddings:
+        if ids.shape[1] > c.max_tokens:
             raise InputError(
                 f"input_ids has {ids.shape[1]} tokens, more than the model's "
-                f"{c.max_position_embeddings} positions (model.encode handles long texts)"
+                f"{c.max_tokens} positions (model.encode handles long texts)"
             )
         bad = (ids < 0) | (ids >= c.vocab_size)
         if bad.any():
@@ -243,13 +244,20 @@ class Model:
     # ---- embeddings ---------------------------------------------------------------------------
 
     def forward_packed(
-        self, sequences: Sequence[np.ndarray], token_types: Sequence[np.ndarray] | None = None
+        self,
+        sequences: Sequence[np.ndarray],
+        token_types: Sequence[np.ndarray] | None = None,
+        *,
+        first_only: bool = False,
     ) -> list[np.ndarray]:
         """The last hidden state of each sequence of token ids (special tokens included),
         [n_i] -> [n_i, D], run together without padding: each sequence's numbers are those it
-        gets alone (``model.forward_packed``). Sequences are not checked: give ids from
+        gets alone (``model.forward_packed``). With ``first_only``, only the first token's,
+        [1, D], for less work (the same numbers). Sequences are not checked: give ids from
         ``model.tokenizer``."""
-        return M.forward_packed(sequences, self._file.weights, self.config, token_types)
+        return M.forward_packed(
+            sequences, self._file.weights, self.config, token_types, first_only=first_only
+        )
 
     @property
     def sentence_modules(self) -> S.SentenceModel:
@@ -263,11 +271,11 @@ class Model:
         sentence-transformers model's ``max_seq_length`` (longer texts are truncated, as
         there); for a plain checkpoint the model's positions (longer texts run in windows).
         Setting it makes ``encode`` truncate there, as in sentence-transformers."""
-        return self._max_seq_length or self.config.max_position_embeddings
+        return self._max_seq_length or self.config.max_tokens
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
-        limit = self.config.max_position_embeddings
+        limit = self.config.max_tokens
         if not isinstance(value, int) or not 2 < value <= limit:
             raise InputError(f"max_seq_length must be an integer in [3, {limit}], got {value!r}")
         self._max_seq_length = value
@@ -391,7 +399,11 @@ class Model:
             word_pooling=word_pooling,
             include_special_tokens=include_special_tokens,
             on_batch=on_batch,
+            run_first=self._first_tokens,
         )
+
+    def _first_tokens(self, sequences: list[np.ndarray]) -> list[np.ndarray]:
+        return self.forward_packed(sequences, first_only=True)
 
     def iter_encode(
         self, texts: Iterable[str], *, chunk_size: int = 4096, **options: Any
@@ -406,6 +418,7 @@ class Model:
             chunk_size=chunk_size,
             sentence=self._sentence,
             max_seq_length=self._max_seq_length,
+            run_first=self._first_tokens,
             **options,
         )
 
@@ -464,10 +477,14 @@ class Model:
         token_type_ids: np.ndarray | None = None,
     ) -> np.ndarray:
         """Logits per label for each sequence, [B, L] (DistilBertForSequenceClassification,
-        BertForSequenceClassification); ``model.config.id2label`` names the labels."""
+        BertForSequenceClassification, RobertaForSequenceClassification, ...);
+        ``model.config.id2label`` names the labels. Only the first token is read, so the last
+        layer runs for it alone (the same numbers as the full pass)."""
         head = self.head("sequence_classification")
-        hidden = self(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
-        return M.sequence_classification_logits(hidden, head)
+        ids, mask, types = self._check_inputs(input_ids, attention_mask, token_type_ids)
+        first = M.forward(ids, mask, self._file.weights, self.config, token_type_ids=types,
+                          first_only=True)  # fmt: skip
+        return M.sequence_classification_logits(first.last_hidden_state, head)  # [B, 1, D]
 
     def classify(
         self,

@@ -175,8 +175,8 @@ def test_missing_config(folder):
 
 def test_config_of_another_model(folder):
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
-    with pytest.raises(ConfigError, match="model_type is 'roberta'"):
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "deberta-v2"}))
+    with pytest.raises(ConfigError, match="model_type is 'deberta-v2'"):
         npdistil.load(folder)
 
 

@@ -1,10 +1,13 @@
 """The model configuration: one frozen dataclass with the Hugging Face field names.
 
-DistilBERT and BERT run the same forward pass; what differs between them is data. The fields
-carry DistilBERT's ``config.json`` names (``dim``, ``n_heads``, ...); a BERT ``config.json``
-says the same things under other names (``hidden_size``, ``num_attention_heads``, ...), mapped
-onto these fields by ``from_dict`` and back by ``to_dict``. BERT adds token-type ("segment")
-embeddings (``type_vocab_size`` > 0) and a pooler; its tensors have other names (layout.py).
+DistilBERT, BERT, RoBERTa (XLM-RoBERTa, CamemBERT) and MPNet run the same forward pass; what
+differs between them is data. The fields carry DistilBERT's ``config.json`` names (``dim``,
+``n_heads``, ...); the other families' ``config.json`` say the same things under BERT's names
+(``hidden_size``, ``num_attention_heads``, ...), mapped onto these fields by ``from_dict`` and
+back by ``to_dict``. BERT adds token-type ("segment") embeddings (``type_vocab_size`` > 0) and a
+pooler; RoBERTa numbers positions from ``pad_token_id + 1``; MPNet does too, has no token
+types, and adds a relative position bias to every layer's attention scores
+(``relative_attention_num_buckets``). Their tensors have other names (weights/layout.py).
 """
 
 from __future__ import annotations
@@ -19,9 +22,21 @@ from ..errors import ConfigError
 
 __all__ = ["EncoderConfig", "DistilBertConfig", "MODEL_TYPES"]
 
-MODEL_TYPES = ("distilbert", "bert")
+MODEL_TYPES = ("distilbert", "bert", "roberta", "xlm-roberta", "camembert", "mpnet")
 # How people write each family's name (Model's repr, messages).
-FAMILY_NAMES = {"distilbert": "DistilBERT", "bert": "BERT"}
+FAMILY_NAMES = {
+    "distilbert": "DistilBERT",
+    "bert": "BERT",
+    "roberta": "RoBERTa",
+    "xlm-roberta": "XLM-RoBERTa",
+    "camembert": "CamemBERT",
+    "mpnet": "MPNet",
+}
+# Families whose positions count from the padding token's id + 1, as fairseq numbered them:
+# transformers' create_position_ids_from_input_ids (RoBERTa's and MPNet's embeddings).
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
+# MPNet's encoder calls its bucket function with num_buckets=32, whatever the config holds.
+MPNET_BUCKETS = 32
 # Activations npdistil implements, by their Hugging Face names.
 ACTIVATIONS = ("gelu", "relu")
 # transformers' problem types of a sequence classifier (None: decided by the number of labels).
@@ -39,6 +54,7 @@ _BERT_NAMES = {
     "pad_token_id": "pad_token_id",
     "layer_norm_eps": "layer_norm_eps",
     "type_vocab_size": "type_vocab_size",
+    "relative_attention_num_buckets": "relative_attention_num_buckets",
 }
 # BERT config.json values npdistil cannot run, by field: the only value it accepts.
 _BERT_REQUIRED = {
@@ -50,7 +66,7 @@ _BERT_REQUIRED = {
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Shape and behaviour of a DistilBERT or BERT encoder; defaults are those of
+    """Shape and behaviour of an encoder of any family npdistil runs; defaults are those of
     ``distilbert-base-cased``.
 
     >>> EncoderConfig().head_dim
@@ -60,7 +76,7 @@ class EncoderConfig:
     12
     """
 
-    model_type: str = "distilbert"  # "distilbert" or "bert": the tensor names and the heads
+    model_type: str = "distilbert"  # one of MODEL_TYPES: the tensor names and the heads
     vocab_size: int = 28996  # cased WordPiece vocabulary
     dim: int = 768  # D, the model width (BERT: hidden_size)
     # Half of BERT-base's 12 (BERT: num_hidden_layers). The "distil" in the name is how it was
@@ -69,7 +85,10 @@ class EncoderConfig:
     n_layers: int = 6
     n_heads: int = 12  # H; each head is dim / n_heads = 64 wide (num_attention_heads)
     hidden_dim: int = 3072  # F, the feed-forward width, 4 * dim (BERT: intermediate_size)
-    max_position_embeddings: int = 512  # longest input, in tokens, [CLS] and [SEP] included
+    # Rows of the position table: the longest input, in tokens, [CLS] and [SEP] included, for
+    # DistilBERT and BERT; RoBERTa and MPNet skip the first pad_token_id + 1 rows (514 rows:
+    # 512 tokens). ``max_tokens`` is what fits.
+    max_position_embeddings: int = 512
     sinusoidal_pos_embds: bool = False  # False: learned position table (all released checkpoints)
     activation: str = "gelu"  # HF "gelu" is the exact erf form, not tanh (BERT: hidden_act)
     pad_token_id: int = 0
@@ -79,6 +98,9 @@ class EncoderConfig:
     # Token-type ("segment") embeddings: 2 in BERT (sentence A and B of a pair), 0 in DistilBERT,
     # which has none.
     type_vocab_size: int = 0
+    # MPNet's relative position bias: distances between query and key fall into this many
+    # buckets, each with a learned bias per head added to the scores (T5's scheme); 0: none.
+    relative_attention_num_buckets: int = 0
     # Task heads: the label names of classification heads, by index.
     id2label: dict[int, str] = field(default_factory=dict, hash=False, compare=False)
     # How a sequence classifier's logits become scores: "single_label_classification" (softmax),
@@ -122,8 +144,29 @@ class EncoderConfig:
             raise ConfigError(
                 f"config field 'type_vocab_size' must be a non-negative integer, got {types!r}"
             )
-        if self.model_type == "distilbert" and types:
-            raise ConfigError("config: DistilBERT has no token-type embeddings (type_vocab_size 0)")
+        if self.model_type in ("distilbert", "mpnet") and types:
+            raise ConfigError(
+                f"config: {self.family} has no token-type embeddings (type_vocab_size 0)"
+            )
+        buckets = self.relative_attention_num_buckets
+        if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 0:
+            raise ConfigError(
+                "config field 'relative_attention_num_buckets' must be a non-negative integer, "
+                f"got {buckets!r}"
+            )
+        if self.model_type == "mpnet" and buckets != MPNET_BUCKETS:
+            raise ConfigError(
+                f"config: relative_attention_num_buckets is {buckets}, but transformers computes "
+                f"{MPNET_BUCKETS} buckets whatever the config says (MPNetEncoder): npdistil runs "
+                f"MPNet with {MPNET_BUCKETS}"
+            )
+        if self.model_type != "mpnet" and buckets:
+            raise ConfigError(f"config: {self.family} has no relative position bias")
+        if self.max_tokens < 1:
+            raise ConfigError(
+                f"config: max_position_embeddings {self.max_position_embeddings} leaves no "
+                f"position for a token (positions start at {self.position_offset})"
+            )
         if self.problem_type not in PROBLEM_TYPES:
             raise ConfigError(
                 f"config: problem_type {self.problem_type!r} is not one of {PROBLEM_TYPES}"
@@ -131,12 +174,34 @@ class EncoderConfig:
 
     @property
     def family(self) -> str:
-        """The model family as people write it: "DistilBERT", "BERT".
+        """The model family as people write it: "DistilBERT", "BERT", "RoBERTa", "MPNet", ...
 
         >>> EncoderConfig(model_type="bert").family
         'BERT'
         """
         return FAMILY_NAMES[self.model_type]
+
+    @property
+    def position_offset(self) -> int:
+        """The position-table row of a sequence's first token: 0, or for RoBERTa and MPNet the
+        padding index + 1 (pads themselves take the padding index's row).
+
+        >>> EncoderConfig(model_type="roberta", pad_token_id=1).position_offset
+        2
+        """
+        return self.padding_idx + 1 if self.model_type in OFFSET_POSITIONS else 0
+
+    @property
+    def padding_idx(self) -> int:
+        """The token id whose tokens are padding when positions are counted (RoBERTa, MPNet):
+        ``pad_token_id``; MPNet's embeddings hard-code 1 (transformers' MPNetEmbeddings)."""
+        return 1 if self.model_type == "mpnet" else self.pad_token_id
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the position table allows, special tokens included: 512 for
+        distilbert-base-cased (512 rows) and for roberta-base (514 rows, from row 2)."""
+        return self.max_position_embeddings - self.position_offset
 
     @property
     def head_dim(self) -> int:
@@ -155,8 +220,9 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> EncoderConfig:
-        """Build from a Hugging Face ``config.json`` dict (DistilBERT or BERT names), refusing
-        what npdistil cannot run with a ConfigError naming the field."""
+        """Build from a Hugging Face ``config.json`` dict (DistilBERT's names, or BERT's for
+        every other family), refusing what npdistil cannot run with a ConfigError naming the
+        field."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
         model_type = data.get("model_type")
@@ -164,12 +230,13 @@ class EncoderConfig:
             skip = ("id2label", "architectures", "problem_type")
             known = {f for f in cls.__dataclass_fields__ if f not in skip}
             kwargs: dict[str, Any] = {k: data[k] for k in known if k in data}
-        elif model_type == "bert":
-            kwargs = _bert_fields(data, source)
+        elif model_type in MODEL_TYPES:
+            kwargs = _bert_fields(data, model_type, source)
         else:
             raise ConfigError(
-                f"{source}: model_type is {model_type!r}; npdistil runs DistilBERT and BERT "
-                "checkpoints (model_type 'distilbert' or 'bert')"
+                f"{source}: model_type is {model_type!r}; npdistil runs "
+                f"{', '.join(FAMILY_NAMES.values())} checkpoints (model_type one of "
+                f"{', '.join(repr(t) for t in MODEL_TYPES)})"
             )
         kwargs["model_type"] = model_type
         labels = data.get("id2label") or {}
@@ -207,12 +274,17 @@ class EncoderConfig:
             return data
         out = {hf: data.pop(ours) for hf, ours in _BERT_NAMES.items()}
         out |= {k: data[k] for k in ("model_type", "architectures", "id2label", "problem_type")}
-        out["position_embedding_type"] = "absolute"
+        if self.model_type == "mpnet":
+            del out["type_vocab_size"]
+        else:
+            del out["relative_attention_num_buckets"]
+            out["position_embedding_type"] = "absolute"
         return out
 
 
-def _bert_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """A BERT ``config.json``'s values under the dataclass's field names."""
+def _bert_fields(data: dict[str, Any], model_type: str, source: str) -> dict[str, Any]:
+    """A ``config.json`` in BERT's names (BERT, RoBERTa, XLM-R, CamemBERT, MPNet), under the
+    dataclass's field names."""
     for name, required in _BERT_REQUIRED.items():
         value = data.get(name, required)
         if value != required:
@@ -223,14 +295,29 @@ def _bert_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
     if act not in ACTIVATIONS:
         raise ConfigError(f"{source}: hidden_act {act!r} is not supported (only {ACTIVATIONS})")
     kwargs = {ours: data[hf] for hf, ours in _BERT_NAMES.items() if hf in data}
-    # transformers' BertConfig defaults, for fields a config.json may leave out.
-    kwargs.setdefault("vocab_size", 30522)
+    # transformers' config defaults (BertConfig, RobertaConfig, MPNetConfig, ...), for fields a
+    # config.json may leave out.
+    kwargs.setdefault("vocab_size", _DEFAULT_VOCAB.get(model_type, 30522))
     kwargs.setdefault("dim", 768)
     kwargs.setdefault("n_layers", 12)
     kwargs.setdefault("n_heads", 12)
     kwargs.setdefault("hidden_dim", 3072)
-    kwargs.setdefault("type_vocab_size", 2)
+    if model_type == "mpnet":  # no token types; its relative bias has 32 buckets by default
+        kwargs.setdefault("relative_attention_num_buckets", MPNET_BUCKETS)
+        kwargs["type_vocab_size"] = data.get("type_vocab_size", 0)
+    else:
+        kwargs.setdefault("type_vocab_size", 2)
+        if "relative_attention_num_buckets" in kwargs:
+            raise ConfigError(
+                f"{source}: relative_attention_num_buckets is an MPNet field; {model_type} has "
+                "no relative position bias"
+            )
+    if model_type in OFFSET_POSITIONS:  # their configs' default padding token: <pad> = 1
+        kwargs.setdefault("pad_token_id", 1)
     return kwargs
+
+
+_DEFAULT_VOCAB = {"roberta": 50265, "mpnet": 30527}
 
 
 # The name npdistil had when it ran DistilBERT only; the same class.

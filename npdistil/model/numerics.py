@@ -240,12 +240,12 @@ def _minus_logit_phi(
 
 # NumPy's exp2 is 2.5x faster than its exp (float32, AVX-512): exp(y) is computed as exp2(y / ln 2)
 # wherever the 1 / ln 2 can be folded into constants computed anyway.
-_LOG2_E = 1 / math.log(2)
+LOG2_E = 1 / math.log(2)
 
 
 def _gelu_block(x: np.ndarray) -> None:  # in place, one cache-sized block
     e, tmp, tmp2 = np.empty_like(x), np.empty_like(x), np.empty_like(x)
-    _minus_logit_phi(x, e, tmp, tmp2, unit=_LOG2_E)
+    _minus_logit_phi(x, e, tmp, tmp2, unit=LOG2_E)
     np.exp2(e, out=e)  # exp(-s(x))
     e += 1
     np.divide(x, e, out=x)  # x Phi(x) = x / (1 + exp(-s(x)))
@@ -316,6 +316,10 @@ class Segments(NamedTuple):
     # Per run, [n_seq, T] added to the scores of each key (0, or float32's minimum for
     # padding), or None where every key may be attended to.
     key_bias: tuple[np.ndarray | None, ...]
+    # [H, T keys, T queries] added to the scores of every sequence, in base-2 units (times
+    # log2 e): MPNet's relative position bias (transformer.relative_position_bias), made for
+    # the longest sequence; a shorter one takes its top-left corner. None: no such term.
+    position_bias: np.ndarray | None = None
 
     @classmethod
     def padded(cls, attention_mask: np.ndarray) -> Segments:  # [B, T] of 0 and 1
@@ -331,6 +335,11 @@ class Segments(NamedTuple):
         """The first token of every sequence."""
         firsts = [start + t * np.arange(n_seq) for start, n_seq, t in self.runs]
         return np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
+
+    def firsts_in(self, rows: slice) -> np.ndarray:  # [m]
+        """The first tokens of the sequences that start within ``rows``."""
+        starts = self.starts()
+        return starts[(starts >= rows.start) & (starts < rows.stop)]
 
     @classmethod
     def packed(cls, lengths: Sequence[int]) -> Segments:
@@ -384,14 +393,18 @@ def attention(
     scale: float,
     rows: slice | None = None,
     probs: np.ndarray | None = None,
-) -> np.ndarray:  # [N, 3D] -> [n, D], n the rows asked for
+    *,
+    first_only: bool = False,
+) -> np.ndarray:  # [N, 3D] -> [n, D], n the rows asked for (first_only: [m, D])
     """Multi-head scaled dot-product attention of each sequence's tokens to each other:
-    ``softmax(q k^T * scale + key_bias) v`` for every head, heads merged back to [., D].
+    ``softmax(q k^T * scale + position_bias + key_bias) v`` for every head, heads merged back
+    to [., D] (``position_bias``: MPNet's, when ``segs`` has one).
 
     ``qkv`` holds every token's q, k and v side by side. Only the queries of ``rows`` (default:
     all) are computed, attending to every key of their sequence; their q part is scaled in
-    place. ``probs`` ([B, H, T, T], one run of B sequences), if given, receives their
-    probabilities.
+    place. With ``first_only``, only the first query of each sequence that starts within
+    ``rows``: one output row per such sequence. ``probs`` ([B, H, T, T], one run of B
+    sequences), if given, receives their probabilities.
 
     How: scores are made a cache-sized group at a time (several short sequences with all their
     heads, or a few heads of a long one). They are computed transposed, [keys, queries], so that
@@ -403,21 +416,31 @@ def attention(
     n, three_d = qkv.shape
     rows = rows or slice(0, n)
     d = three_d // 3
-    context = np.empty((rows.stop - rows.start, d), FLOAT)
+    n_out = len(segs.firsts_in(rows)) if first_only else rows.stop - rows.start
+    context = np.empty((n_out, d), FLOAT)
+    done = 0  # first_only: the output rows of the runs before this one
     for (start, n_seq, t), key_bias in zip(segs.runs, segs.key_bias, strict=True):
         run = qkv[start : start + n_seq * t].reshape(n_seq, t, 3, n_heads, d // n_heads)
         k, v = (run[:, :, i].transpose(0, 2, 1, 3) for i in (1, 2))  # [n_seq, H, T, Dh] views
-        for seqs, queries, first in _query_pieces(start, n_seq, t, rows):
+        if first_only:  # sequences lo..hi-1 of the run start within rows: query 0 of each
+            lo = -(-(max(rows.start, start) - start) // t)
+            hi = min(n_seq, -(-(rows.stop - start) // t)) if rows.stop > start else 0
+            pieces = [(slice(lo, hi), slice(0, 1), done)] if lo < hi else []
+            done += max(hi - lo, 0)
+        else:  # (sequences, queries, output row of the first)
+            pieces = [(s, q, a - rows.start) for s, q, a in _query_pieces(start, n_seq, t, rows)]
+        for seqs, queries, at in pieces:
             q = run[seqs, queries, 0].transpose(0, 2, 1, 3)  # [b, H, Tq, Dh], a view
             n_q = queries.stop - queries.start
-            at = first - rows.start
             out = context[at : at + q.shape[0] * n_q].reshape(q.shape[0], n_q, n_heads, -1)
             out = out.transpose(0, 2, 1, 3)  # [b, H, Tq, Dh], a view into context
-            q *= scale * _LOG2_E  # scores in base 2: softmax(s) = 2^(s log2 e) / sum(...)
+            q *= scale * LOG2_E  # scores in base 2: softmax(s) = 2^(s log2 e) / sum(...)
             bias = None if key_bias is None else key_bias[seqs]  # [b, T keys]
             for g_seq, g_head in _score_groups(q.shape[0], n_heads, t, n_q):
                 group = (g_seq, g_head)
                 scores = np.matmul(k[seqs][group], q[group].swapaxes(-1, -2))  # [b, h, Tk, Tq]
+                if segs.position_bias is not None:  # the same [h, Tk, Tq] for every sequence
+                    scores += segs.position_bias[g_head, :t, queries]
                 if bias is not None:
                     scores += bias[g_seq, None, :, None]
                 # fmax, not max: the same maximum here (a NaN makes the softmax NaN either

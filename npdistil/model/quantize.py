@@ -94,4 +94,5 @@ def float32_weights(weights: Weights) -> Weights:
             )
             for blk in weights.blocks
         ),
+        relative_attention_bias=weights.relative_attention_bias,
     )

@@ -1,4 +1,4 @@
-"""DistilBERT as a textbook writes it: the whole forward pass in plain NumPy. Start reading here.
+"""The encoder as a textbook writes it: the whole forward pass in plain NumPy. Start reading here.
 
 Shape legend: B batch, T tokens, D model width (``dim``), H heads (``n_heads``), Dh head width
 (D / H), F feed-forward width (``hidden_dim``), V vocabulary, P positions.
@@ -6,6 +6,10 @@ Shape legend: B batch, T tokens, D model width (``dim``), H heads (``n_heads``),
     input_ids [B, T] -> embed -> n_layers x block -> last_hidden_state [B, T, D]
 
 Every block is post-LN, as in BERT: ``h = LN(x + attention(x))``, ``out = LN(h + ffn(h))``.
+The families differ by data only: BERT and RoBERTa add a token-type row to each token's
+embedding; RoBERTa and MPNet number positions from ``pad_token_id + 1`` (``positions.py``);
+MPNet adds a learned bias for each head and query-key distance to every layer's scores
+(``relative_position_bias``).
 
 ``transformer.py`` computes the same numbers fast (threads, fused kernels, packed batches without
 padding); the tests hold it equal to this file, and this file equal to Hugging Face
@@ -30,10 +34,12 @@ import numpy as np
 from ..errors import InputError
 from .config import DistilBertConfig
 from .numerics import LayerNorm, Linear
+from .positions import position_ids, relative_buckets
 from .quantize import float32_weights
 from .transformer import Block, Embeddings, ModelOutput, Weights
 
-__all__ = ["forward", "encoder", "embed", "block", "attention", "feed_forward"]
+__all__ = ["forward", "encoder", "embed", "relative_position_bias", "block", "attention"]
+__all__ += ["feed_forward"]
 __all__ += ["linear", "layer_norm", "gelu", "relu", "softmax", "split_heads", "merge_heads"]
 
 # trace(name, array) is called with every intermediate result, in order (see npdistil trace).
@@ -101,16 +107,25 @@ def embed(
     dtype: Any = np.float64,
     trace: Trace = _quiet,
 ) -> np.ndarray:  # [B, T] -> [B, T, D]
-    tokens = input_ids.shape[1]
     x = emb.word[input_ids].astype(dtype)  # [B, T] -> [B, T, D]: one row of the table per id
-    x = x + emb.position[:tokens]  # + [T, D]: positions 0..T-1 (padding is on the right)
-    if emb.token_type is not None:  # BERT only: [types, D], sentence A or B of a pair
+    # 0..T-1 (padding is on the right); RoBERTa, MPNet: 2..T+1, and row 1 for padding
+    x = x + emb.position[position_ids(input_ids, config)]  # + [B, T, D]
+    if emb.token_type is not None:  # BERT, RoBERTa: [types, D], sentence A or B of a pair
         types = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids  # [B, T]
         x = x + emb.token_type[types]  # + [B, T, D]
     elif token_type_ids is not None and np.any(token_type_ids):
-        raise InputError("token_type_ids: this model has no token-type embeddings (DistilBERT)")
+        raise InputError("token_type_ids: this model has no token-type embeddings")
     trace("embeddings.sum", x)
     return layer_norm(x, emb.norm, config.layer_norm_eps)  # [B, T, D]
+
+
+def relative_position_bias(
+    table: np.ndarray, n_tokens: int, config: DistilBertConfig
+) -> np.ndarray:  # [buckets, H] -> [H, T, T]
+    """MPNet: each head's bias for query i and key j, by the bucket of their distance
+    (positions.py), the same in every layer and every sequence."""
+    buckets = relative_buckets(n_tokens, config.relative_attention_num_buckets)  # [T, T]
+    return table[buckets].transpose(2, 0, 1)  # [T, T] -> [T, T, H] -> [H, T, T]
 
 
 def attention(
@@ -119,6 +134,7 @@ def attention(
     blk: Block,
     config: DistilBertConfig,
     trace: Trace = _quiet,
+    position_bias: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # [B, T, D] -> [B, T, D], probabilities [B, H, T, T]
     w_q, w_k, w_v = np.split(blk.qkv.weight, 3, axis=1)  # [D, 3D] -> 3 x [D, D]
     b_q, b_k, b_v = np.split(blk.qkv.bias, 3)  # [3D] -> 3 x [D]
@@ -126,6 +142,8 @@ def attention(
     k = split_heads(x @ w_k + b_k, config.n_heads)  # [B, T, D] -> [B, H, T, Dh]
     v = split_heads(x @ w_v + b_v, config.n_heads)  # [B, T, D] -> [B, H, T, Dh]
     scores = q @ k.swapaxes(-1, -2) / math.sqrt(config.head_dim)  # [B, H, T, T]: query x key
+    if position_bias is not None:  # MPNet: + [H, T, T], by query-key distance
+        scores = scores + position_bias
     scores = scores + mask_bias[:, None, None, :]  # + [B, 1, 1, T]: padding keys get -huge
     probs = softmax(scores)  # [B, H, T, T]: each query's weights over the keys sum to 1
     context = probs @ v  # [B, H, T, T] @ [B, H, T, Dh] -> [B, H, T, Dh]
@@ -152,9 +170,10 @@ def block(
     blk: Block,
     config: DistilBertConfig,
     trace: Trace = _quiet,
+    position_bias: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # [B, T, D] -> [B, T, D], probabilities [B, H, T, T]
     eps = config.layer_norm_eps
-    attended, probs = attention(x, mask_bias, blk, config, trace)  # [B, T, D]
+    attended, probs = attention(x, mask_bias, blk, config, trace, position_bias)  # [B, T, D]
     h = layer_norm(x + attended, blk.attention_norm, eps)  # residual, then LN: [B, T, D]
     trace("attention_norm", h)
     out = layer_norm(h + feed_forward(h, blk, config, trace), blk.output_norm, eps)  # [B, T, D]
@@ -172,19 +191,24 @@ def encoder(
     dtype: Any = np.float64,
     trace: Trace = _quiet,
 ) -> ModelOutput:  # [B, T] ids and mask -> [B, T, D], every layer's [B, T, D] and [B, H, T, T]
-    """The encoder on a right-padded batch, as transformers' ``DistilBertModel``."""
+    """The encoder on a right-padded batch, as transformers' ``DistilBertModel`` (or
+    ``BertModel``, ``RobertaModel``, ``MPNetModel``)."""
     # Padding keys get the dtype's minimum added to their scores (transformers' choice: -inf
     # would make a row with every key masked NaN; this makes it uniform), so softmax gives them 0.
     mask_bias = np.where(attention_mask == 0, np.finfo(dtype).min, 0).astype(dtype)  # [B, T]
     x = embed(input_ids, weights.embeddings, config, token_type_ids, dtype, trace)  # [B, T, D]
     trace("embeddings", x)
+    position_bias = None
+    if weights.relative_attention_bias is not None:  # MPNet: one [H, T, T] for every layer
+        table = weights.relative_attention_bias.astype(dtype)  # [buckets, H]
+        position_bias = relative_position_bias(table, input_ids.shape[1], config)
     hidden_states, attentions = [x], []
     for i, blk in enumerate(weights.blocks):
 
         def layer_trace(name: str, value: np.ndarray, i: int = i) -> None:
             trace(f"layer.{i}.{name}", value)
 
-        x, probs = block(x, mask_bias, blk, config, layer_trace)  # [B, T, D] -> [B, T, D]
+        x, probs = block(x, mask_bias, blk, config, layer_trace, position_bias)  # [B, T, D]
         hidden_states.append(x)
         attentions.append(probs)
     return ModelOutput(x, tuple(hidden_states), tuple(attentions))

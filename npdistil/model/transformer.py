@@ -1,4 +1,4 @@
-"""DistilBERT's forward pass, fast: a page of functions over NumPy arrays, keeping no state.
+"""The encoder's forward pass, fast: a page of functions over NumPy arrays, keeping no state.
 
 ``reference.py`` is the same model as a textbook writes it; start there. This file computes the
 same numbers (tested equal) in the shape that is fast on a CPU: a batch's tokens on one flat
@@ -14,7 +14,15 @@ width (hidden_dim), V vocabulary, P positions, L labels.
     input_ids -> embeddings -> n_layers x block -> last_hidden_state -> (optional) a task head
 
 Each block is post-LN, as in BERT: ``h = LN(x + attention(x))``, ``out = LN(h + ffn(h))``.
-The numbers follow Hugging Face transformers' ``modeling_distilbert.py``, the oracle.
+The numbers follow Hugging Face transformers (``modeling_distilbert.py``, ``modeling_bert.py``,
+``modeling_roberta.py``, ``modeling_mpnet.py``), the oracle. The families differ only by data:
+token types (BERT, RoBERTa), where positions start (``positions.py``), MPNet's relative position
+bias (one more term in the scores, ``Weights.relative_attention_bias``), and tensor names.
+
+When only each sequence's first token is read (CLS pooling, sequence classification, multiple
+choice), ``first_only`` runs the last block for those tokens alone: every token's keys and
+values, but queries, attention output and feed-forward of the first token only. The same
+numbers for it, a fraction of the last layer's work.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import numpy as np
 from . import kernels
 from .config import DistilBertConfig
 from .numerics import (
+    LOG2_E,
     Int8Array,
     LayerNorm,
     Linear,
@@ -39,6 +48,7 @@ from .numerics import (
     relu,
     widened,
 )
+from .positions import position_ids, relative_buckets
 
 __all__ = [
     "Embeddings",
@@ -50,6 +60,7 @@ __all__ = [
     "TokenClassificationHead",
     "QuestionAnsweringHead",
     "Pooler",
+    "relative_position_bias",
     "forward",
     "forward_packed",
 ]
@@ -77,6 +88,9 @@ class Block(NamedTuple):
 class Weights(NamedTuple):
     embeddings: Embeddings
     blocks: tuple[Block, ...]  # n_layers
+    # [buckets, H]: MPNet's bias per head and distance bucket, shared by every layer
+    # ("encoder.relative_attention_bias"); None in the other families.
+    relative_attention_bias: np.ndarray | None = None
 
 
 class ModelOutput(NamedTuple):
@@ -100,7 +114,7 @@ class Tokens(NamedTuple):
     """A batch's tokens on one flat axis: what the encoder reads."""
 
     ids: np.ndarray  # [N] token ids
-    positions: np.ndarray  # [N] position of each token in its sequence
+    positions: np.ndarray  # [N] row of the position table of each token (positions.py)
     token_types: np.ndarray | None  # [N] sentence A (0) or B (1), models with token types only
     segs: Segments  # where each sequence lies
 
@@ -138,14 +152,21 @@ def self_attention(
     blk: Block,
     config: DistilBertConfig,
     sync: Callable[[], object],
-) -> np.ndarray:  # [n, D] -> [n, D], the n tokens of ``rows``
+    first_only: bool = False,
+) -> np.ndarray:  # [n, D] -> [n, D], the n tokens of ``rows`` (first_only: [m, D], see block)
     sync()  # every part is done with the previous layer's keys and values
     # [n, D] -> [n, 3D]: q, k, v side by side, one product for the three of reference.attention
     linear(x, blk.qkv, out=scratch.qkv[rows])
     sync()  # every part has written its tokens' keys and values: attention reads them all
-    # softmax(q k^T / sqrt(Dh) + mask) v, for each head of each of these tokens, heads merged
+    # softmax(q k^T / sqrt(Dh) + bias) v, for each head of each of these tokens, heads merged
     context = attention(
-        scratch.qkv, tokens.segs, config.n_heads, config.attention_scale, rows, probs
+        scratch.qkv,
+        tokens.segs,
+        config.n_heads,
+        config.attention_scale,
+        rows,
+        probs,
+        first_only=first_only,
     )  # [N, 3D] -> [n, D]
     return linear(context, blk.out)  # [n, D] -> [n, D]
 
@@ -179,9 +200,15 @@ def block(
     blk: Block,
     config: DistilBertConfig,
     sync: Callable[[], object],
-) -> np.ndarray:  # [n, D] -> [n, D]
+    first_only: bool = False,
+) -> np.ndarray:  # [n, D] -> [n, D]; first_only: [m, D], the m sequences starting in rows
+    """One post-LN block (= ``reference.block``). With ``first_only``, only the tokens that
+    start a sequence come out: keys and values are still made for every token (the first
+    token attends to all of them), the rest of the block only for the first tokens."""
     eps = config.layer_norm_eps
-    attn = self_attention(x, rows, tokens, scratch, probs, blk, config, sync)
+    attn = self_attention(x, rows, tokens, scratch, probs, blk, config, sync, first_only)
+    if first_only:  # [n, D] -> [m, D]: the residual of the first tokens only
+        x = x[tokens.segs.firsts_in(rows) - rows.start]
     h = layer_norm(attn, blk.attention_norm, eps, residual=x)  # post-LN: LN(x + attention(x))
     out = feed_forward(h, blk, config)
     return layer_norm(out, blk.output_norm, eps, residual=h)  # LN(h + ffn(h))
@@ -194,7 +221,8 @@ def encoder_part(
     weights: Weights,
     config: DistilBertConfig,
     sync: Callable[[], object],
-) -> np.ndarray:  # the n tokens of ``rows`` -> [n, D]
+    first_only: bool = False,
+) -> np.ndarray:  # the n tokens of ``rows`` -> [n, D] (first_only: [m, D], see block)
     """One part of the tokens through the embeddings and every block, beside the other parts."""
     types = None if tokens.token_types is None else tokens.token_types[rows]
     x = embed(
@@ -202,9 +230,10 @@ def encoder_part(
     )
     if scratch.hidden_states is not None:
         scratch.hidden_states[0][rows] = x
+    last = len(weights.blocks) - 1
     for i, blk in enumerate(weights.blocks):
         probs = None if scratch.attentions is None else scratch.attentions[i]
-        x = block(x, rows, tokens, scratch, probs, blk, config, sync)
+        x = block(x, rows, tokens, scratch, probs, blk, config, sync, first_only and i == last)
         if scratch.hidden_states is not None:
             scratch.hidden_states[i + 1][rows] = x
     return x
@@ -271,13 +300,16 @@ def encoder_columns(
     weights: Weights,
     config: DistilBertConfig,
     sync: Callable[[], object],
-) -> np.ndarray:  # [N] tokens -> [N, D]
+    first_only: bool = False,
+) -> np.ndarray:  # [N] tokens -> [N, D] (first_only: [n_seq, D])
     """Every token through the encoder, this part computing its columns of every product: the
     same blocks as ``block`` (= ``reference.block``), the products cut the other way. The
     row-wise work between products (attention of a few tokens, LayerNorm) is part 0's alone:
     at a few rows, NumPy holds the interpreter lock through it, so parts doing it side by side
-    would only take turns."""
+    would only take turns. With ``first_only``, the last block after q, k, v runs on the first
+    rows of the shared arrays, one per sequence."""
     eps, first = config.layer_norm_eps, part == 0
+    last = len(weights.blocks) - 1
     if first:
         shared.x[:] = embed(
             tokens.ids, tokens.positions, tokens.token_types, weights.embeddings, eps
@@ -285,30 +317,43 @@ def encoder_columns(
         if scratch.hidden_states is not None:
             scratch.hidden_states[0][:] = shared.x
     sync()
+    n = len(tokens.ids)
     for i, blk in enumerate(weights.blocks):
         columns_of(shared.x, blk.qkv, part, n_parts, shared.qkv)  # [N, D] -> [N, 3D]
         sync()  # every part's q, k and v columns are in
+        if first_only and i == last:  # from here on, one row per sequence: its first token
+            starts = tokens.segs.starts()
+            n = len(starts)
+            if first:
+                shared.x[:n] = shared.x[starts]  # [N, D] -> [n_seq, D], the residual
         if first:
             probs = None if scratch.attentions is None else scratch.attentions[i]
-            shared.context[:] = attention(
-                shared.qkv, tokens.segs, config.n_heads, config.attention_scale, None, probs
-            )  # [N, 3D] -> [N, D]
+            shared.context[:n] = attention(
+                shared.qkv,
+                tokens.segs,
+                config.n_heads,
+                config.attention_scale,
+                None,
+                probs,
+                first_only=first_only and i == last,
+            )  # [N, 3D] -> [n, D]
         sync()
-        columns_of(shared.context, blk.out, part, n_parts, shared.attention)  # [N, D] -> [N, D]
+        x, h = shared.x[:n], shared.h[:n]
+        columns_of(shared.context[:n], blk.out, part, n_parts, shared.attention[:n])
         sync()
         if first:  # post-LN: LN(x + attention(x))
-            shared.h[:] = layer_norm(shared.attention, blk.attention_norm, eps, residual=shared.x)
+            h[:] = layer_norm(shared.attention[:n], blk.attention_norm, eps, residual=x)
         sync()
-        columns_of(shared.h, blk.ffn_in, part, n_parts, shared.ffn, config.activation)  # [N, F]
+        columns_of(h, blk.ffn_in, part, n_parts, shared.ffn[:n], config.activation)  # [n, F]
         sync()
-        columns_of(shared.ffn, blk.ffn_out, part, n_parts, shared.out)  # [N, F] -> [N, D]
+        columns_of(shared.ffn[:n], blk.ffn_out, part, n_parts, shared.out[:n])  # [n, D]
         sync()
         if first:  # LN(h + ffn(h))
-            shared.x[:] = layer_norm(shared.out, blk.output_norm, eps, residual=shared.h)
+            x[:] = layer_norm(shared.out[:n], blk.output_norm, eps, residual=h)
             if scratch.hidden_states is not None:
-                scratch.hidden_states[i + 1][:] = shared.x
+                scratch.hidden_states[i + 1][:] = x
         sync()
-    return shared.x
+    return shared.x[:n]
 
 
 def _no_wait() -> None:
@@ -328,10 +373,16 @@ def encoder(
     config: DistilBertConfig,
     keep_hidden_states: bool = False,
     attention_shape: tuple[int, ...] | None = None,
-) -> tuple[np.ndarray, Scratch]:  # [N] tokens -> [N, D]
+    first_only: bool = False,
+) -> tuple[np.ndarray, Scratch]:  # [N] tokens -> [N, D] (first_only: [n_seq, D])
     """Every token through the encoder, the rows cut into parts of about equal ``costs`` (one
-    per core) run side by side. Returns the last hidden state and the shared arrays."""
+    per core) run side by side. Returns the last hidden state (of each sequence's first token
+    only, with ``first_only``) and the shared arrays."""
     n, d = len(tokens.ids), config.dim
+    if weights.relative_attention_bias is not None:  # MPNet: one more term in every score
+        longest = max(t for _, _, t in tokens.segs.runs)
+        bias = relative_position_bias(weights.relative_attention_bias, longest, config)
+        tokens = tokens._replace(segs=tokens.segs._replace(position_bias=bias))
     scratch = Scratch(
         qkv=np.empty((n, 3 * d), np.float32),
         hidden_states=[np.empty((n, d), np.float32) for _ in range(config.n_layers + 1)]
@@ -354,7 +405,7 @@ def encoder(
         )
         outs = kernels.run_together(
             lambda i, sync: encoder_columns(
-                i, cores, tokens, shared, scratch, weights, config, sync
+                i, cores, tokens, shared, scratch, weights, config, sync, first_only
             ),
             cores,
         )
@@ -363,12 +414,29 @@ def encoder(
     whole = kernels.snap_rows(parts, costs, tokens.segs.starts())
     # Parts of whole sequences never read each other's keys: they need not wait for each other.
     work = (
-        (lambda i, sync: encoder_part(parts[i], tokens, scratch, weights, config, sync))
+        (lambda i, sync: encoder_part(parts[i], tokens, scratch, weights, config, sync, first_only))
         if whole is None
-        else (lambda i, _: encoder_part(whole[i], tokens, scratch, weights, config, _no_wait))
+        else (
+            lambda i, _: encoder_part(
+                whole[i], tokens, scratch, weights, config, _no_wait, first_only
+            )
+        )
     )
     outs = kernels.run_together(work, len(parts))
     return (outs[0] if len(outs) == 1 else np.concatenate(outs)), scratch
+
+
+def relative_position_bias(
+    table: np.ndarray, n_tokens: int, config: DistilBertConfig
+) -> np.ndarray:  # [buckets, H] -> [H, T keys, T queries]
+    """MPNet's bias of every head for every key and query of a sequence of ``n_tokens``
+    (= ``reference.relative_position_bias``, transposed), in the units of the fast attention's
+    base-2 scores. It depends on distances only, so its top-left [t, t] corner serves every
+    shorter sequence, and every sequence counts from 0 (transformers computes it from
+    positions 0..T-1 of the padded batch: the same distances)."""
+    buckets = relative_buckets(n_tokens, config.relative_attention_num_buckets)  # [Tq, Tk]
+    bias = table[buckets.T] * np.float32(LOG2_E)  # [Tk, Tq] -> [Tk, Tq, H]
+    return np.ascontiguousarray(bias.transpose(2, 0, 1), dtype=np.float32)  # [H, Tk, Tq]
 
 
 # ---- entry points -----------------------------------------------------------------------------
@@ -383,13 +451,19 @@ def forward(
     token_type_ids: np.ndarray | None = None,
     output_hidden_states: bool = False,
     output_attentions: bool = False,
-) -> ModelOutput:  # [B, T] ids and mask -> [B, T, D]
-    """The encoder on a padded batch, as transformers' ``DistilBertModel``. Inputs are
-    validated by the caller."""
+    first_only: bool = False,
+) -> ModelOutput:  # [B, T] ids and mask -> [B, T, D] (first_only: [B, 1, D])
+    """The encoder on a padded batch, as transformers' ``DistilBertModel`` (``BertModel``,
+    ``RobertaModel``, ``MPNetModel``). Inputs are validated by the caller. With
+    ``first_only``, ``last_hidden_state`` holds each sequence's first token only ([CLS],
+    ``<s>``), computed exactly as in the full pass, with less work (no hidden states or
+    attentions then)."""
     b, t = input_ids.shape
+    if first_only and (output_hidden_states or output_attentions):
+        raise ValueError("first_only runs part of the last layer: no hidden states or attentions")
     tokens = Tokens(
         ids=input_ids.reshape(-1),  # [B, T] -> [N]
-        positions=np.tile(np.arange(t), b),  # positions run 0..T-1: padding is on the right
+        positions=position_ids(input_ids, config).reshape(-1),  # padding is on the right
         token_types=None if token_type_ids is None else token_type_ids.reshape(-1),
         segs=Segments.padded(attention_mask),  # B sequences of T tokens; padding keys masked
     )
@@ -400,10 +474,11 @@ def forward(
         config,
         keep_hidden_states=output_hidden_states,
         attention_shape=(b, config.n_heads, t, t) if output_attentions else None,
+        first_only=first_only,
     )
     hidden = scratch.hidden_states
     return ModelOutput(
-        last_hidden_state=last.reshape(b, t, -1),  # [N, D] -> [B, T, D]
+        last_hidden_state=last.reshape(b, 1 if first_only else t, -1),  # [N, D] -> [B, T, D]
         hidden_states=None if hidden is None else tuple(h.reshape(b, t, -1) for h in hidden),
         attentions=None if scratch.attentions is None else tuple(scratch.attentions),
     )
@@ -414,7 +489,8 @@ def forward_packed(
     weights: Weights,
     config: DistilBertConfig,
     token_types: Sequence[np.ndarray] | None = None,
-) -> list[np.ndarray]:  # n_seq x [n_i] ids -> n_seq x [n_i, D]
+    first_only: bool = False,
+) -> list[np.ndarray]:  # n_seq x [n_i] ids -> n_seq x [n_i, D] (first_only: [1, D])
     """The last hidden state of each sequence, as if each were run alone, without padding
     (= ``reference.forward`` on each sequence alone; tested).
 
@@ -423,15 +499,18 @@ def forward_packed(
     sequence). All run as one batch of their tokens back to back, attention kept inside each
     sequence, so linear layers and norms see no padding at all: that is what makes mixed
     lengths cheap. Inputs are validated by the caller. The results are views into one [N, D]
-    array.
+    array. With ``first_only``, each result is its sequence's first token alone, [1, D]: the
+    same numbers, the last layer run for those tokens only.
     """
     if not sequences:
         return []
+    if first_only and min(len(s) for s in sequences) == 0:
+        raise ValueError("first_only needs a first token in every sequence")
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # equal lengths
     lengths = [len(sequences[i]) for i in order]  # side by side: attention takes them together
     tokens = Tokens(
         ids=np.concatenate([sequences[i] for i in order]),  # n_seq x [n_i] -> [N]
-        positions=np.concatenate([np.arange(n) for n in lengths]),  # each sequence from 0
+        positions=np.concatenate([position_ids(sequences[i], config) for i in order]),
         token_types=None
         if token_types is None
         else np.concatenate([token_types[i] for i in order]),
@@ -440,15 +519,16 @@ def forward_packed(
     # A token's work, in whole numbers so that equal inputs are always cut alike: the linear
     # layers (about F multiply-adds per feature), and attention over its sequence's n keys.
     costs = np.repeat([config.hidden_dim + n for n in lengths], lengths)
-    last, _ = encoder(tokens, costs, weights, config)
-    pieces = np.split(last, np.cumsum(lengths)[:-1])  # [N, D] -> n_seq x [n_i, D], views
+    last, _ = encoder(tokens, costs, weights, config, first_only=first_only)
+    kept = np.ones(len(lengths), np.int64) if first_only else lengths  # rows per sequence
+    pieces = np.split(last, np.cumsum(kept)[:-1])  # [N, D] -> n_seq x [n_i, D], views
     return [pieces[k] for k in np.argsort(order)]  # back in the caller's order
 
 
 # ---- task heads ------------------------------------------------------------------------------
-# DistilBERT's and BERT's heads compute the same things from differently named tensors (layout.py
-# maps them); the one difference in the maths, the activation after the [CLS] projection of the
-# sequence classifier, is a field.
+# Every family's heads compute the same things from differently named tensors (layout.py maps
+# them); the differences in the maths, the activation after the [CLS] projection of the
+# sequence classifier and after the masked-LM head's transform, are fields.
 
 
 class Pooler(NamedTuple):
@@ -459,12 +539,15 @@ class MaskedLMHead(NamedTuple):
     transform: Linear  # [D, D]  ("vocab_transform"; BERT "cls.predictions.transform.dense")
     norm: LayerNorm  # [D]  ("vocab_layer_norm"; BERT "cls.predictions.transform.LayerNorm")
     projector: Linear  # [D, V]  (weight tied to the word embeddings; BERT "cls.predictions")
+    activation: str = "gelu"  # after transform: the config's; RoBERTa's and MPNet's: gelu
 
 
 class SequenceClassificationHead(NamedTuple):
-    pre_classifier: Linear  # [D, D]  (DistilBERT "pre_classifier"; BERT the pooler's dense)
-    classifier: Linear  # [D, L]
-    activation: str = "relu"  # after pre_classifier: ReLU in DistilBERT, tanh in BERT's pooler
+    # [D, D]  (DistilBERT "pre_classifier"; BERT the pooler's dense; RoBERTa and MPNet
+    # "classifier.dense", their multiple choice the pooler's)
+    pre_classifier: Linear
+    classifier: Linear  # [D, L]  (RoBERTa's and MPNet's sequence head: "classifier.out_proj")
+    activation: str = "relu"  # after pre_classifier: ReLU in DistilBERT, tanh in the others
 
 
 class TokenClassificationHead(NamedTuple):
@@ -483,7 +566,7 @@ def pooler_output(hidden: np.ndarray, pooler: Pooler) -> np.ndarray:  # [B, T, D
 def masked_lm_logits(
     hidden: np.ndarray, head: MaskedLMHead, config: DistilBertConfig
 ) -> np.ndarray:  # [B, T, D] -> [B, T, V]
-    x = linear(hidden, head.transform, activation=config.activation)  # [B, T, D] -> [B, T, D]
+    x = linear(hidden, head.transform, activation=head.activation)  # [B, T, D] -> [B, T, D]
     x = layer_norm(x, head.norm, config.layer_norm_eps)
     return linear(x, head.projector)  # [B, T, D] -> [B, T, V]
 

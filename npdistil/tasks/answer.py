@@ -89,7 +89,7 @@ def answer(
     for name, value in counts:
         check_positive(name, value)
     tok = model.tokenizer
-    max_seq_len = _max_seq_len(max_seq_len, model.config.max_position_embeddings, tok)
+    max_seq_len = _max_seq_len(max_seq_len, model.config.max_tokens, tok)
     stride = min(max_seq_len // 2, MAX_DOC_STRIDE) if doc_stride is None else doc_stride
     if isinstance(stride, bool) or not isinstance(stride, int) or not 0 <= stride <= max_seq_len:
         raise InputError(f"doc_stride must be an integer in [0, {max_seq_len}], got {stride!r}")

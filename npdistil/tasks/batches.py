@@ -31,8 +31,12 @@ class TaskModel(Protocol):
     def tokenizer(self) -> Tokenizer: ...
 
     def forward_packed(
-        self, sequences: Sequence[np.ndarray], token_types: Sequence[np.ndarray] | None = None
-    ) -> list[np.ndarray]: ...  # B x [n_i] -> B x [n_i, D], the last hidden state
+        self,
+        sequences: Sequence[np.ndarray],
+        token_types: Sequence[np.ndarray] | None = None,
+        *,
+        first_only: bool = False,
+    ) -> list[np.ndarray]: ...  # B x [n_i] -> B x [n_i, D] (first_only: [1, D]), last layer
 
     def head(self, kind: str) -> Any: ...  # a task head's weights, or an NpdistilError
 
@@ -51,9 +55,9 @@ def in_batches(items: Sequence[T], size: int = BATCH_SIZE) -> Iterator[tuple[int
         yield start, items[start : start + size]
 
 
-def hidden_rows(model: TaskModel, batch: Batch) -> list[np.ndarray]:
+def hidden_rows(model: TaskModel, batch: Batch, first_only: bool = False) -> list[np.ndarray]:
     """The last hidden state of each row of a tokenized batch, without its padding:
-    B x [n_i, D]."""
+    B x [n_i, D]; with ``first_only``, of its first token only, B x [1, D] (less work)."""
     lengths = batch.attention_mask.sum(axis=1)
     ids = [row[:n] for row, n in zip(batch.input_ids, lengths, strict=True)]
     types = (
@@ -61,7 +65,7 @@ def hidden_rows(model: TaskModel, batch: Batch) -> list[np.ndarray]:
         if batch.token_type_ids is None
         else [row[:n] for row, n in zip(batch.token_type_ids, lengths, strict=True)]
     )
-    return model.forward_packed(ids, types)
+    return model.forward_packed(ids, types, first_only=first_only)
 
 
 def check_positive(name: str, value: object) -> None:

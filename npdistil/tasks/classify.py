@@ -87,7 +87,8 @@ def multiple_choice(model: TaskModel, prompt: str, choices: Sequence[str]) -> li
 
 
 def _logits(model: TaskModel, batch: Batch, head: M.SequenceClassificationHead) -> np.ndarray:
-    cls = np.stack([h[:1] for h in hidden_rows(model, batch)])  # the [CLS] tokens: [B, 1, D]
+    # The [CLS] tokens, [B, 1, D]: only they are read, so the last layer runs for them alone.
+    cls = np.stack(hidden_rows(model, batch, first_only=True))
     return M.sequence_classification_logits(cls, head)  # [B, 1, D] -> [B, L]
 
 

@@ -200,7 +200,7 @@ def pre_entities(
     window: Tokens,
     probs: np.ndarray,  # [n, L]
     first_index: int,
-    unk_id: int,
+    unk_id: int | None,  # None: the vocabulary has no unknown token
     subword_prefix: str | None,
 ) -> list[Piece]:
     """A window's pieces with what aggregation needs. A piece continues a word when its token

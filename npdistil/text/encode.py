@@ -165,12 +165,14 @@ def encode(
     convert_to_tensor: bool = False,
     device: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    run_first: Encoder | None = None,
 ) -> Any:
     """Embed texts; see ``Model.encode`` for the options. ``sentence`` is the model's
     sentence-transformers modules; ``max_seq_length``, when set, truncates texts there by
     default, as sentence-transformers does. ``on_batch(done, total)`` is called as each batch
     finishes, with the pieces (texts, or windows of long texts) done so far and in all: for a
-    progress display."""
+    progress display. ``run_first``, if given, is ``run`` for the first token only ([1, D] per
+    sequence, the same numbers for less work): used when CLS pooling reads nothing else."""
     truncate_dim = truncate_dim if truncate_dim is not None else sentence.truncate_dim
     _check_options(
         output_value, pooling, long_text, word_pooling, precision, batch_size, truncate_dim
@@ -195,13 +197,16 @@ def encode(
     long_text = long_text or ("truncate" if max_seq_length is not None else "window")
     window = window or max_seq_length
     keep = None  # what is kept of each text's hidden states as they arrive
+    modes = (pooling,) if pooling else sentence.pooling.modes
     if output_value == "sentence_embedding":  # its pooled vector: [n, D] -> [D * len(modes)]
-        modes = (pooling,) if pooling else sentence.pooling.modes
         keep = lambda seq: pool([seq], modes, skip)[0]  # noqa: E731
+    # CLS pooling reads each text's first token alone: only it goes through the last layer,
+    # and of a long text only the first window, the one its [CLS] comes from.
+    cls_only = output_value == "sentence_embedding" and tuple(modes) == ("cls",) and not skip
     results, pieces_of = _hidden_states(
         texts,
         tokenizer,
-        run,
+        run_first if cls_only and run_first is not None else run,
         long_text,
         window,
         stride,
@@ -210,6 +215,7 @@ def encode(
         quiet,
         on_batch,
         keep,
+        first_window_only=cls_only and run_first is not None,
     )
 
     out: Any
@@ -248,16 +254,20 @@ def _hidden_states(
     quiet: bool,
     on_batch: Callable[[int, int], None] | None = None,
     keep: Callable[[np.ndarray], np.ndarray] | None = None,
+    first_window_only: bool = False,
 ) -> tuple[list[np.ndarray], list[Tokens]]:
     """Every text's last hidden states [specials + n, D] (in windows, or truncated), or what
     ``keep`` makes of them, and its word pieces.
 
     ``keep`` (a sentence's pooling) is applied to each text as soon as all of it has run, so
-    that only what is kept stays in memory, not every token's vector of every text."""
+    that only what is kept stays in memory, not every token's vector of every text. With
+    ``first_window_only``, a long text runs its first window only (whatever ``long_text``
+    says, once it has had its say: an error, or a warning)."""
     room, stride = _room_and_stride(tokenizer, window, stride)
-    pieces_of = tokenizer.tokenize(texts, limit=None if long_text == "window" else room)
+    whole = long_text == "window" and not first_window_only
+    pieces_of = tokenizer.tokenize(texts, limit=None if whole else room)
     _apply_long_text_policy(pieces_of, room, long_text, tokenizer, quiet)
-    if long_text == "window":
+    if whole:
         plans = [plan_windows(len(t.ids), room, stride) for t in pieces_of]
     else:  # one window per text: its first `room` tokens
         plans = [([0], np.zeros(min(len(t.ids), room), np.int64)) for t in pieces_of]

@@ -370,7 +370,7 @@ class Tokenizer:
 
     def _id(self, token: str) -> int:
         i = self._tok.token_to_id(token)
-        if i is None:
+        if i is None and self.unk_token is not None:
             i = self._tok.token_to_id(self.unk_token)
         if i is None:
             raise InputError(
@@ -379,13 +379,18 @@ class Tokenizer:
         return i
 
     @property
-    def unk_token(self) -> str:
-        """The token unknown words become ("[UNK]")."""
-        return str(json.loads(self._json)["model"].get("unk_token", "[UNK]"))
+    def unk_token(self) -> str | None:
+        """The token unknown words become ("[UNK]", "<unk>"); None for a vocabulary that has
+        none (a byte-level BPE spells every text with its 256 bytes)."""
+        model = json.loads(self._json)["model"]
+        if "unk_id" in model:  # a Unigram (SentencePiece) model names it by id
+            return None if model["unk_id"] is None else self._tok.id_to_token(model["unk_id"])
+        token = model.get("unk_token", "[UNK]")
+        return None if token is None else str(token)
 
     @property
-    def unk_token_id(self) -> int:
-        return self._id(self.unk_token)
+    def unk_token_id(self) -> int | None:
+        return None if self.unk_token is None else self._id(self.unk_token)
 
     @property
     def n_special(self) -> int:

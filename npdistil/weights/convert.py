@@ -84,9 +84,9 @@ def convert_folder(
     expected_sha256: str | None = None,
     dtype: str = "float32",
 ) -> Path:
-    """Convert a transformers DistilBERT or BERT folder (``config.json``, weights, tokenizer
-    files; a sentence-transformers folder's modules too) into an npdistil file at ``output``;
-    returns ``output``.
+    """Convert a transformers DistilBERT, BERT, RoBERTa (XLM-R, CamemBERT) or MPNet folder
+    (``config.json``, weights, tokenizer files; a sentence-transformers folder's modules too)
+    into an npdistil file at ``output``; returns ``output``.
 
     ``source`` (repo, revision, commit) is recorded in the file. With ``expected_sha256``
     (the Hub's LFS hash), weights whose sha256 differs are refused. ``dtype="int8"`` or
@@ -107,9 +107,7 @@ def convert_folder(
     tensors, heads = layout.from_hf_state_dict(
         read_state_dict(weights_path), config, str(weights_path)
     )
-    modules = sentence.read_folder(
-        folder, config.dim, config.max_position_embeddings, read_state_dict
-    )
+    modules = sentence.read_folder(folder, config.dim, config.max_tokens, read_state_dict)
     tokenizer_json = tokenizer_definition(folder)
     if tokenizer_json is not None:
         _check_tokenizer_fits(tokenizer_json, config, folder)

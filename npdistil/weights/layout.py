@@ -1,6 +1,7 @@
 """Where every tensor lives: Hugging Face checkpoint names -> npdistil names -> typed weights.
 
-DistilBERT and BERT hold the same weights under different names; ``NAMES`` says, for each model
+DistilBERT, BERT, RoBERTa (XLM-RoBERTa, CamemBERT) and MPNet hold the same weights under
+different names (MPNet one more: its relative position bias); ``NAMES`` says, for each model
 type, what the checkpoint calls each part, and ``_encoder_table`` / ``_head_tables`` turn that
 into one table giving, for every tensor of npdistil's file, which checkpoint tensors it comes
 from, their shapes, and how they are laid out for NumPy: PyTorch stores a Linear's weight as
@@ -63,14 +64,22 @@ class Names(NamedTuple):
     ffn_in: str
     ffn_out: str
     output_norm: str
+    relative_bias: str | None  # MPNet's [buckets, H] relative position bias; None: none
     pooler: str | None  # None: no pooler
     # Heads (no prefix). The MLM decoder's bias may be saved under either name.
     mlm_transform: str
     mlm_norm: str
     mlm_bias: tuple[str, ...]
     mlm_decoder: str  # the decoder's weight: tied to the word embeddings, or its own
-    pre_classifier: str | None  # DistilBERT's; BERT's sequence classifier uses the pooler
-    classifier_activation: str  # after pre_classifier (or the pooler)
+    # After mlm_transform: None is the config's activation (DistilBERT, BERT); RoBERTa's and
+    # MPNet's LM heads call gelu whatever the config says.
+    mlm_activation: str | None
+    # The sequence classifier: [CLS] -> seq_pre -> activation -> seq_classifier. seq_pre None
+    # is the pooler (BERT); RoBERTa and MPNet have a head of their own, dense -> out_proj.
+    seq_pre: str | None
+    seq_classifier: str
+    choice_pre: str | None  # the same for multiple choice (its classifier is "classifier")
+    classifier_activation: str  # after seq_pre / choice_pre (or the pooler)
 
 
 NAMES = {
@@ -87,12 +96,16 @@ NAMES = {
         ffn_in="ffn.lin1",
         ffn_out="ffn.lin2",
         output_norm="output_layer_norm",
+        relative_bias=None,
         pooler=None,
         mlm_transform="vocab_transform",
         mlm_norm="vocab_layer_norm",
         mlm_bias=("vocab_projector.bias",),
         mlm_decoder="vocab_projector.weight",
-        pre_classifier="pre_classifier",
+        mlm_activation=None,
+        seq_pre="pre_classifier",
+        seq_classifier="classifier",
+        choice_pre="pre_classifier",
         classifier_activation="relu",
     ),
     "bert": Names(
@@ -108,15 +121,41 @@ NAMES = {
         ffn_in="intermediate.dense",
         ffn_out="output.dense",
         output_norm="output.LayerNorm",
+        relative_bias=None,
         pooler="pooler.dense",
         mlm_transform="cls.predictions.transform.dense",
         mlm_norm="cls.predictions.transform.LayerNorm",
         mlm_bias=("cls.predictions.bias", "cls.predictions.decoder.bias"),
         mlm_decoder="cls.predictions.decoder.weight",
-        pre_classifier=None,
+        mlm_activation=None,
+        seq_pre=None,
+        seq_classifier="classifier",
+        choice_pre=None,
         classifier_activation="tanh",
     ),
 }
+# RoBERTa: BERT's encoder under "roberta.", a head of its own for sequences and the LM head's.
+NAMES["roberta"] = NAMES["bert"]._replace(
+    prefix="roberta.",
+    mlm_transform="lm_head.dense",
+    mlm_norm="lm_head.layer_norm",
+    mlm_bias=("lm_head.bias", "lm_head.decoder.bias"),
+    mlm_decoder="lm_head.decoder.weight",
+    mlm_activation="gelu",
+    seq_pre="classifier.dense",
+    seq_classifier="classifier.out_proj",
+)
+# transformers' XLM-RoBERTa and CamemBERT are RoBERTa's code under other names.
+NAMES["xlm-roberta"] = NAMES["camembert"] = NAMES["roberta"]
+# MPNet: RoBERTa's heads; its attention is "attention.attn.{q,k,v,o}" and it has no token types.
+NAMES["mpnet"] = NAMES["roberta"]._replace(
+    prefix="mpnet.",
+    token_type=None,
+    qkv=("attention.attn.q", "attention.attn.k", "attention.attn.v"),
+    out="attention.attn.o",
+    attention_norm="attention.LayerNorm",
+    relative_bias="encoder.relative_attention_bias.weight",
+)
 
 
 class Source(NamedTuple):
@@ -160,16 +199,21 @@ def _encoder_table(c: EncoderConfig) -> dict[str, Source]:
         table |= _linear(f"blocks.{i}.ffn_in", hf + n.ffn_in, d, f)
         table |= _linear(f"blocks.{i}.ffn_out", hf + n.ffn_out, f, d)
         table |= _norm(f"blocks.{i}.output_norm", hf + n.output_norm, d)
+    if n.relative_bias is not None:
+        shape = (c.relative_attention_num_buckets, c.n_heads)
+        table["relative_attention_bias"] = Source((n.relative_bias,), shape, False)
     return table
 
 
 def _head_tables(c: EncoderConfig, n_labels: int, mlm_bias: str) -> dict[str, dict[str, Source]]:
     n, d = NAMES[c.model_type], c.dim
-    classifier = _linear("heads.classifier", "classifier", d, n_labels)
-    if n.pre_classifier is not None:  # DistilBERT: its own projection of [CLS]
-        sequence = _linear("heads.pre_classifier", n.pre_classifier, d, d) | classifier
-    else:  # BERT: the pooler's (stored once, as the pooler head)
-        sequence = classifier
+
+    def projected(pre: str | None, classifier: str) -> dict[str, Source]:
+        head = _linear("heads.classifier", classifier, d, n_labels)
+        if pre is None:  # BERT: the pooler's projection (stored once, as the pooler head)
+            return head
+        return _linear("heads.pre_classifier", pre, d, d) | head  # a projection of its own
+
     return {
         "pooler": _linear("heads.pooler", n.pooler, d, d) if n.pooler else {},
         "masked_lm": {
@@ -177,9 +221,9 @@ def _head_tables(c: EncoderConfig, n_labels: int, mlm_bias: str) -> dict[str, di
             **_norm("heads.mlm.norm", n.mlm_norm, d),
             "heads.mlm.projector.bias": Source((mlm_bias,), (c.vocab_size,), False),
         },
-        "sequence_classification": sequence,
-        "multiple_choice": sequence,
-        "token_classification": classifier,
+        "sequence_classification": projected(n.seq_pre, n.seq_classifier),
+        "multiple_choice": projected(n.choice_pre, "classifier"),
+        "token_classification": _linear("heads.classifier", "classifier", d, n_labels),
         "question_answering": _linear("heads.qa_outputs", "qa_outputs", d, 2),
     }
 
@@ -232,11 +276,15 @@ def _detect_heads(names: set[str], config: EncoderConfig) -> list[str]:
     mlm_parts = (n.mlm_transform, n.mlm_norm, *n.mlm_bias)
     if any(name.startswith(mlm_parts) for name in names):
         heads.append("masked_lm")
-    if _has(names, "classifier"):
+    own_head = n.seq_classifier != "classifier"  # RoBERTa, MPNet: classifier.out_proj
+    if own_head and _has(names, n.seq_classifier):
+        heads.append("sequence_classification")
+    elif _has(names, "classifier"):
         # The classifier's input says which: [CLS] through a projection (DistilBERT's
-        # pre_classifier, BERT's pooler) for sequences, every token for token classification.
-        projected = _has(names, n.pre_classifier or n.pooler)
-        if "MultipleChoice" in arch:
+        # pre_classifier, the pooler) for sequences or choices (RoBERTa, MPNet: choices only),
+        # every token for token classification.
+        projected = _has(names, n.choice_pre or n.pooler)
+        if "MultipleChoice" in arch or (own_head and projected):
             heads.append("multiple_choice")
         elif "TokenClassification" in arch:
             heads.append("token_classification")
@@ -246,11 +294,12 @@ def _detect_heads(names: set[str], config: EncoderConfig) -> list[str]:
             heads.append("token_classification")
     if _has(names, "qa_outputs"):
         heads.append("question_answering")
-    wants_pooler = {"sequence_classification", "multiple_choice"} & set(heads)
-    if wants_pooler and n.pre_classifier is None and "pooler" not in heads:
-        raise CheckpointError(
-            f"a BERT sequence classifier needs the pooler ({n.pooler}), which is missing"
-        )
+    for kind, pre in (("sequence_classification", n.seq_pre), ("multiple_choice", n.choice_pre)):
+        if kind in heads and pre is None and "pooler" not in heads:
+            raise CheckpointError(
+                f"a {config.family} {kind.replace('_', ' ')} head needs the pooler "
+                f"({n.pooler}), which is missing"
+            )
     return heads
 
 
@@ -275,7 +324,7 @@ def from_hf_state_dict(
         heads = _detect_heads(set(hf), config)
     except CheckpointError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    n_labels = _n_labels(hf, config, source)
+    n_labels = _n_labels(hf, config, names.seq_classifier, source)
     mlm_bias = next((b for b in names.mlm_bias if b in hf), names.mlm_bias[0])
     table = _encoder_table(config)
     tables = _head_tables(config, n_labels, mlm_bias)
@@ -335,13 +384,16 @@ def _checked_projector(
     return _as_float32(name, projector, source)
 
 
-def _n_labels(hf: Mapping[str, np.ndarray], config: EncoderConfig, source: str) -> int:
-    if "classifier.weight" not in hf:
+def _n_labels(
+    hf: Mapping[str, np.ndarray], config: EncoderConfig, seq_classifier: str, source: str
+) -> int:
+    name = next((f"{c}.weight" for c in (seq_classifier, "classifier") if f"{c}.weight" in hf), "")
+    if not name:
         return len(config.id2label) or 2
-    n = int(hf["classifier.weight"].shape[0])
+    n = int(hf[name].shape[0])
     if config.id2label and len(config.id2label) != n and n != 1:
         raise CheckpointError(
-            f"{source}: 'classifier.weight' has {n} outputs but config.id2label names "
+            f"{source}: {name!r} has {n} outputs but config.id2label names "
             f"{len(config.id2label)} labels"
         )
     return n
@@ -415,6 +467,8 @@ def build_weights(tensors: Mapping[str, np.ndarray], config: EncoderConfig, sour
             else None
         ),
     )
+    buckets = config.relative_attention_num_buckets
+    relative = t.get("relative_attention_bias", (buckets, config.n_heads)) if buckets else None
     blocks = tuple(
         Block(
             qkv=t.linear(f"blocks.{i}.qkv", d, 3 * d),
@@ -426,7 +480,7 @@ def build_weights(tensors: Mapping[str, np.ndarray], config: EncoderConfig, sour
         )
         for i in range(config.n_layers)
     )
-    return Weights(embeddings, blocks)
+    return Weights(embeddings, blocks, relative)
 
 
 def build_heads(
@@ -456,10 +510,12 @@ def build_heads(
                 projector=Linear(
                     projector, t.get("heads.mlm.projector.bias", (config.vocab_size,))
                 ),
+                activation=names.mlm_activation or config.activation,
             )
         elif kind in ("sequence_classification", "multiple_choice"):
             n = _labels_in(tensors, "heads.classifier.bias", source)
-            pre = "heads.pre_classifier" if names.pre_classifier else "heads.pooler"
+            own = names.seq_pre if kind == "sequence_classification" else names.choice_pre
+            pre = "heads.pre_classifier" if own else "heads.pooler"
             heads[kind] = SequenceClassificationHead(
                 pre_classifier=t.linear(pre, d, d),
                 classifier=t.linear("heads.classifier", d, n),
