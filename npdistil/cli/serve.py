@@ -127,7 +127,7 @@ def serve(args: argparse.Namespace) -> int:
         ) from None
     no_revision_for_local(args, args.model)
     model = load(args.model, revision=args.revision, local_files_only=args.offline)
-    limit = model.config.max_position_embeddings
+    limit = model.config.max_tokens  # positions usable for tokens (514 rows: 512 in RoBERTa, MPNet)
     if args.max_input_tokens is not None and not 2 < args.max_input_tokens <= limit:
         raise UsageError(f"--max-input-tokens must be in [3, {limit}] (the model's positions)")
     longest = args.max_input_tokens or model.max_seq_length
