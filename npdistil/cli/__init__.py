@@ -42,7 +42,9 @@ class _Version(argparse.Action):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = Parser(prog="npdistil", description="DistilBERT, BERT, RoBERTa and MPNet inference in pure NumPy.")
+    p = Parser(
+        prog="npdistil", description="DistilBERT, BERT, RoBERTa and MPNet inference in pure NumPy."
+    )
     p.add_argument("--version", action=_Version, nargs=0, help="print npdistil's version")
     sub = p.add_subparsers(dest="command", required=True)
     hub = hub_options()
