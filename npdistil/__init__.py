@@ -36,8 +36,9 @@ from .errors import (
 from .model import reference
 from .model.config import DistilBertConfig, EncoderConfig
 from .model.transformer import ModelOutput
-from .text.sentence import SentenceModel, quantize_embeddings
+from .text.sentence import SentenceModel
 from .text.tokenizer import Batch, Tokenizer
+from .text.vectors import quantize_embeddings
 from .weights.convert import convert_folder
 
 # ``import npdistil.reference`` (its home before the package had folders) keeps working.

@@ -1,4 +1,11 @@
-"""The public face of npdistil: ``load`` a model, call it on token ids, run its task heads."""
+"""The public face of npdistil: ``load`` a model, call it on token ids, run its task heads.
+
+This module is longer than the others (~650 lines) on purpose: ``Model`` is the whole public
+surface in one class, so that a reader (and ``help(npdistil.Model)``) sees every method and
+its documented options in one place. Each method is a short, checked wrapper around the module
+that does the work (``model.transformer``, ``text.encode``, ``tasks.*``); none holds logic of
+its own beyond checking its inputs.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from .tasks import entities as _entities
 from .tasks import fill_mask as _fill_mask
 from .text import encode as E
 from .text import sentence as S
+from .text import vectors as V
 from .text.tokenizer import Tokenizer
 from .weights.convert import ConvertedFile
 from .weights.layout import Heads
@@ -311,11 +319,11 @@ class Model:
         >>> model.similarity(a, b).shape, model.similarity_fn_name
         ((1, 2), 'cosine')
         """
-        return S.similarity(a, b, self.similarity_fn_name)
+        return V.similarity(a, b, self.similarity_fn_name)
 
     def similarity_pairwise(self, a: Any, b: Any) -> np.ndarray:
         """``a[i]`` against ``b[i]`` for every i, float32 [N]."""
-        return S.similarity_pairwise(a, b, self.similarity_fn_name)
+        return V.similarity_pairwise(a, b, self.similarity_fn_name)
 
     def encode(
         self,

@@ -16,7 +16,7 @@ import pytest
 from conftest import FIXTURES, SENTENCE_TOLERANCE
 
 import npdistil
-from npdistil.text.sentence import quantize_embeddings
+from npdistil.text.vectors import quantize_embeddings
 
 META = json.loads((FIXTURES / "minilm_reference.json").read_text(encoding="utf-8"))
 REF = dict(np.load(FIXTURES / "minilm_reference.npz"))

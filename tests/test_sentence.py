@@ -16,7 +16,7 @@ from conftest import FIXTURES, SENTENCE_TOLERANCE
 
 import npdistil
 from npdistil.errors import CheckpointError, InputError
-from npdistil.text.sentence import quantize_embeddings, similarity
+from npdistil.text.vectors import quantize_embeddings, similarity
 from npdistil.weights import convert
 
 META = json.loads((FIXTURES / "st_reference.json").read_text(encoding="utf-8"))

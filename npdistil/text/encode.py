@@ -21,8 +21,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from ..errors import InputError, InputTypeError, TextTooLongError
-from .sentence import PLAIN, SentenceModel, l2_normalize, pool, quantize_embeddings, run_modules
+from .sentence import PLAIN, SentenceModel, l2_normalize, pool, run_modules
 from .tokenizer import Tokenizer, Tokens, check_texts
+from .vectors import quantize_embeddings
 
 __all__ = [
     "TokenEmbeddings",
