@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .kernels import one_blas_thread
+
 __all__ = [
     "Int8Array",
     "Matrix",
@@ -186,8 +188,10 @@ def linear(
 ) -> np.ndarray:  # [..., in] -> [..., out]
     """``x @ weight + bias``, then ``activation`` ("gelu" or "relu") if given, in one pass
     over the output; written into ``out`` (C-contiguous) when given. = ``reference.linear``,
-    then ``reference.gelu`` / ``reference.relu``."""
-    y = np.matmul(x, dense(lin.weight), out=out)
+    then ``reference.gelu`` / ``reference.relu``. The product runs with BLAS held to one
+    thread, as every npdistil product does (``kernels.one_blas_thread``)."""
+    with one_blas_thread():  # a no-op inside a pass, which holds it already
+        y = np.matmul(x, dense(lin.weight), out=out)
     for block in _row_blocks(y):
         block += lin.bias
         if activation == "gelu":
